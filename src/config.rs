@@ -1,0 +1,609 @@
+//! Host configuration: what the operator owns. The config repository says *what*; only this file
+//! says *where* and *with which credentials*. This module is the only reader of environment
+//! variables (`${NAME}` references in the config, and the log filter).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::git::GitAuth;
+
+/// Default notes ref for outcomes.
+pub const DEFAULT_NOTES_REF: &str = "refs/notes/gitopsd";
+/// Default loopback address of the metrics and health endpoints.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {problems}")]
+    Invalid { path: PathBuf, problems: Problems },
+    #[error("cannot read {key} file {path}: {source}")]
+    Credential {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// Config problems are never fixed by retrying.
+    pub fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+/// Every problem found, each with its key path.
+#[derive(Debug, Default, Clone)]
+pub struct Problems(pub Vec<Problem>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `environments[1].kubernetes.kubeconfig`, or `line 12` for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub repository: RepositoryConfig,
+    #[serde(default = "default_notes_ref")]
+    pub notes_ref: String,
+    pub state_dir: PathBuf,
+    /// Metrics and health endpoints; loopback only.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How long a shutdown may take to finish the current step.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub environments: Vec<EnvironmentConfig>,
+    #[serde(default)]
+    pub previews: Option<PreviewConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// `https://`, `ssh://`, `file://` or a local path.
+    pub url: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll: Duration,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Credentials come only from files (systemd `LoadCredential=`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub name: String,
+    /// Folder inside the repository.
+    pub path: String,
+    /// Namespace for namespaced objects that name none.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    #[serde(default = "default_true")]
+    pub prune: bool,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    /// Objects whose values previews never show (Secrets are always treated so).
+    #[serde(default)]
+    pub sensitive: Vec<SensitiveMatcher>,
+    /// Parallel applies within one ordering phase.
+    #[serde(default = "default_concurrency")]
+    pub apply_concurrency: usize,
+    /// Take over fields another field manager owns (server-side apply `force`).
+    #[serde(default)]
+    pub force_conflicts: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Defaults to the usual kubeconfig discovery when absent.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Both set, or neither (then the AWS default credential chain is used).
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub http: Vec<HttpCheck>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            timeout: default_health_timeout(),
+            http: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub url: String,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    #[serde(default = "default_http_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackPolicy {
+    #[default]
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SensitiveMatcher {
+    pub kind: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewConfig {
+    /// Glob of refs to preview, e.g. `refs/pull/*/head`.
+    pub refs: String,
+    #[serde(default = "default_preview_notes_ref")]
+    pub notes_ref: String,
+}
+
+fn default_notes_ref() -> String {
+    DEFAULT_NOTES_REF.to_string()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9477))
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_branch() -> String {
+    "main".to_string()
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_namespace() -> String {
+    "default".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_http_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_preview_notes_ref() -> String {
+    "refs/notes/gitopsd-preview".to_string()
+}
+
+/// The log filter (`GITOPSD_LOG`, then `RUST_LOG`, default `info`).
+pub fn log_filter() -> String {
+    std::env::var("GITOPSD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string())
+}
+
+/// Replaces `${NAME}` with the environment variable's value. Unset variables are problems.
+fn expand_env(text: &str, problems: &mut Vec<Problem>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                let line = text[..text.len() - rest.len() + start].lines().count().max(1);
+                match std::env::var(name) {
+                    Ok(value) => out.push_str(&value),
+                    Err(_) => problems.push(Problem {
+                        key: format!("line {line}"),
+                        message: format!("environment variable {name} is not set"),
+                    }),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl HostConfig {
+    /// Reads, parses and validates a host config: every problem is reported, each with its key.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_text(&text, path)
+    }
+
+    pub fn from_text(text: &str, path: &Path) -> Result<HostConfig, ConfigError> {
+        let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: Problems(problems),
+        };
+        let mut problems = Vec::new();
+        let text = expand_env(text, &mut problems);
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        let config: HostConfig = serde_saphyr::from_str(&text).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(1);
+            let message = e.without_snippet().to_string();
+            let message = message.lines().next().unwrap_or("invalid YAML").to_string();
+            invalid(vec![Problem {
+                key: format!("line {line}"),
+                message,
+            }])
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() { Ok(config) } else { Err(invalid(problems)) }
+    }
+
+    /// Semantic checks beyond the schema: names, paths, URLs and that credential files exist.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut add = |key: String, message: String| out.push(Problem { key, message });
+        let repo = &self.repository;
+        let scheme = url_scheme(&repo.url);
+        match scheme {
+            UrlScheme::Https | UrlScheme::Ssh | UrlScheme::Local => {}
+            UrlScheme::Http => add(
+                "repository.url".into(),
+                "plain http is not allowed (credentials and content would travel unprotected); use https://".into(),
+            ),
+            UrlScheme::Other(s) => add("repository.url".into(), format!("unsupported scheme {s:?}; use https://, ssh:// or a local path")),
+        }
+        if repo.url.contains('@') && scheme == UrlScheme::Https {
+            add("repository.url".into(), "credentials must not be part of the URL; use auth.username_file and auth.password_file".into());
+        }
+        if repo.branch.trim().is_empty() || git_ref_invalid(&repo.branch) {
+            add("repository.branch".into(), format!("{:?} is not a valid branch name", repo.branch));
+        }
+        if repo.poll < Duration::from_secs(1) {
+            add("repository.poll".into(), "must be at least 1s".into());
+        }
+        let auth = &repo.auth;
+        for (key, file) in [
+            ("username_file", &auth.username_file),
+            ("password_file", &auth.password_file),
+            ("ssh_key_file", &auth.ssh_key_file),
+            ("known_hosts_file", &auth.known_hosts_file),
+            ("ca_file", &auth.ca_file),
+        ] {
+            if let Some(path) = file {
+                check_readable(&format!("repository.auth.{key}"), path, &mut add);
+            }
+        }
+        if auth.password_file.is_some() != auth.username_file.is_some() {
+            add("repository.auth".into(), "username_file and password_file go together".into());
+        }
+        if scheme == UrlScheme::Ssh {
+            if auth.ssh_key_file.is_none() {
+                add("repository.auth.ssh_key_file".into(), "required for an ssh:// repository".into());
+            }
+            if auth.known_hosts_file.is_none() {
+                add(
+                    "repository.auth.known_hosts_file".into(),
+                    "required for an ssh:// repository (host keys are always verified)".into(),
+                );
+            }
+        }
+        if !self.notes_ref.starts_with("refs/notes/") || git_ref_invalid(&self.notes_ref) {
+            add("notes_ref".into(), format!("{:?} must be a ref under refs/notes/", self.notes_ref));
+        }
+        if !self.listen.ip().is_loopback() {
+            add("listen".into(), format!("{} is not a loopback address (metrics are not for the network)", self.listen));
+        }
+        if !self.state_dir.is_absolute() {
+            add("state_dir".into(), "must be an absolute path".into());
+        }
+        if self.environments.is_empty() {
+            add("environments".into(), "at least one environment is required".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, env) in self.environments.iter().enumerate() {
+            let key = |k: &str| format!("environments[{i}].{k}");
+            if !is_dns_label(&env.name) {
+                add(key("name"), format!("{:?} must be a DNS label (lowercase letters, digits, '-'; at most 63)", env.name));
+            }
+            if !names.insert(env.name.clone()) {
+                add(key("name"), format!("duplicate environment name {:?}", env.name));
+            }
+            let path = env.path.trim_matches('/');
+            if path.split('/').any(|c| c == ".." || c == ".") || env.path.starts_with('/') {
+                add(key("path"), "must be a relative folder inside the repository without '..'".into());
+            }
+            if env.namespace.is_empty() || !is_dns_label(&env.namespace) {
+                add(key("namespace"), format!("{:?} is not a valid namespace name", env.namespace));
+            }
+            if env.kubernetes.is_none() && env.s3.is_none() {
+                add(key("kubernetes"), "an environment needs a kubernetes or an s3 target".into());
+            }
+            if let Some(k) = &env.kubernetes
+                && let Some(path) = &k.kubeconfig
+            {
+                check_readable(&key("kubernetes.kubeconfig"), path, &mut add);
+            }
+            if let Some(s3) = &env.s3 {
+                if s3.access_key_id_file.is_some() != s3.secret_access_key_file.is_some() {
+                    add(key("s3"), "access_key_id_file and secret_access_key_file go together".into());
+                }
+                for (k, file) in [
+                    ("s3.access_key_id_file", &s3.access_key_id_file),
+                    ("s3.secret_access_key_file", &s3.secret_access_key_file),
+                ] {
+                    if let Some(path) = file {
+                        check_readable(&key(k), path, &mut add);
+                    }
+                }
+                if let Some(endpoint) = &s3.endpoint
+                    && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+                {
+                    add(key("s3.endpoint"), "must be an http(s) URL".into());
+                }
+            }
+            if env.health.timeout.is_zero() {
+                add(key("health.timeout"), "must be greater than zero".into());
+            }
+            for (j, check) in env.health.http.iter().enumerate() {
+                if !(check.url.starts_with("http://") || check.url.starts_with("https://")) {
+                    add(key(&format!("health.http[{j}].url")), "must be an http(s) URL".into());
+                }
+                if !(100..=599).contains(&check.expect_status) {
+                    add(key(&format!("health.http[{j}].expect_status")), "must be an HTTP status code".into());
+                }
+            }
+            if env.apply_concurrency == 0 {
+                add(key("apply_concurrency"), "must be at least 1".into());
+            }
+        }
+        if let Some(p) = &self.previews {
+            if let Err(e) = globset::Glob::new(&p.refs) {
+                add("previews.refs".into(), format!("invalid glob: {e}"));
+            }
+            if !p.notes_ref.starts_with("refs/notes/") || p.notes_ref == self.notes_ref {
+                add("previews.notes_ref".into(), "must be a ref under refs/notes/ other than notes_ref".into());
+            }
+        }
+        out
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// Git credentials read from their files.
+    pub fn git_auth(&self) -> Result<GitAuth, ConfigError> {
+        let auth = &self.repository.auth;
+        Ok(GitAuth {
+            username: read_secret("repository.auth.username_file", auth.username_file.as_deref())?,
+            password: read_secret("repository.auth.password_file", auth.password_file.as_deref())?,
+            ssh_key_file: auth.ssh_key_file.clone(),
+            known_hosts_file: auth.known_hosts_file.clone(),
+            ca_file: auth.ca_file.clone(),
+        })
+    }
+
+    /// Where the mirror lives.
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.state_dir.join("mirror.git")
+    }
+}
+
+impl S3Config {
+    pub fn settings(&self) -> Result<crate::s3::S3Settings, ConfigError> {
+        Ok(crate::s3::S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            force_path_style: self.force_path_style,
+            access_key_id: read_secret("s3.access_key_id_file", self.access_key_id_file.as_deref())?,
+            secret_access_key: read_secret("s3.secret_access_key_file", self.secret_access_key_file.as_deref())?,
+        })
+    }
+}
+
+/// Reads a one-line credential file (trailing newline dropped).
+fn read_secret(key: &str, path: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Credential {
+        key: key.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+fn check_readable(key: &str, path: &Path, add: &mut impl FnMut(String, String)) {
+    if let Err(e) = std::fs::File::open(path) {
+        add(key.to_string(), format!("cannot read {}: {e}", path.display()));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlScheme<'a> {
+    Https,
+    Http,
+    Ssh,
+    Local,
+    Other(&'a str),
+}
+
+/// Classifies a repository URL.
+pub fn url_scheme(url: &str) -> UrlScheme<'_> {
+    match url.split_once("://") {
+        Some(("https", _)) => UrlScheme::Https,
+        Some(("http", _)) => UrlScheme::Http,
+        Some(("ssh", _)) => UrlScheme::Ssh,
+        Some(("file", _)) => UrlScheme::Local,
+        Some((other, _)) => UrlScheme::Other(other),
+        None => UrlScheme::Local,
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn git_ref_invalid(name: &str) -> bool {
+    name.contains("..")
+        || name.contains(' ')
+        || name.contains('~')
+        || name.contains('^')
+        || name.contains(':')
+        || name.ends_with('/')
+        || name.ends_with(".lock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::from_text(text, Path::new("/etc/gitopsd/config.yaml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load(
+            "repository: {url: /srv/infra.git}\nstate_dir: /var/lib/gitopsd\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {}\n",
+        )
+        .unwrap();
+        assert_eq!(c.repository.branch, "main");
+        assert_eq!(c.repository.poll, Duration::from_secs(30));
+        assert_eq!(c.notes_ref, DEFAULT_NOTES_REF);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        let env = &c.environments[0];
+        assert!(env.prune);
+        assert_eq!(env.rollback, RollbackPolicy::Auto);
+        assert_eq!(env.namespace, "default");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = load(
+            "repository:\n  url: ssh://git@example.com/infra.git\n  poll: 0s\nnotes_ref: gitopsd\nstate_dir: relative\nlisten: 0.0.0.0:9477\nenvironments:\n  - name: Dev\n    path: ../x\n    kubernetes: {kubeconfig: /nonexistent/kubeconfig}\n  - name: Dev\n    path: y\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
+        let keys: Vec<&str> = problems.0.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "repository.poll",
+            "repository.auth.ssh_key_file",
+            "repository.auth.known_hosts_file",
+            "notes_ref",
+            "listen",
+            "state_dir",
+            "environments[0].name",
+            "environments[0].path",
+            "environments[0].kubernetes.kubeconfig",
+            "environments[1].name",
+            "environments[1].kubernetes",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_name_a_line() {
+        let err = load("repository: {url: /x}\nstate_dir: /s\nenvironments: []\nbogus: 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = load("repository: [\n").unwrap_err();
+        assert!(err.to_string().contains("line "), "{err}");
+    }
+
+    #[test]
+    fn unset_variables_are_reported() {
+        let err = load("repository: {url: ${GITOPSD_TEST_SURELY_UNSET_VAR}}\n").unwrap_err();
+        assert!(err.to_string().contains("GITOPSD_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+    }
+}

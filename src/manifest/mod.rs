@@ -1,0 +1,545 @@
+//! Typed desired state: an environment folder at a revision, rendered into objects.
+//!
+//! Rendering is pure: it sees file paths, kinds and bytes (read from git by the caller) and never
+//! touches the network or the cluster. Errors carry the file, the line and the object identity.
+//!
+//! Namespaces: render keeps `metadata.namespace` exactly as written. Whether a kind is namespaced is
+//! the cluster's knowledge, so the Kubernetes layer defaults a namespaced object without a
+//! namespace to the environment's `namespace` from the host config (`default` when unset) and
+//! drops the field from cluster-scoped kinds.
+
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+pub use yaml::split_documents;
+
+/// apiVersion of gitopsd's own kinds (`Bucket`).
+pub const GITOPSD_API_GROUP: &str = "gitopsd.dev";
+/// Kind for an S3 bucket reconciled by gitopsd.
+pub const BUCKET_KIND: &str = "Bucket";
+
+/// Identity of an object: what makes two documents "the same object". The API version is not part
+/// of it, so moving an object from `v1beta1` to `v1` is an update, not a delete plus a create.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ObjectKey {
+    /// API group, empty for the core group.
+    pub group: String,
+    pub kind: String,
+    /// As written in the manifest; `None` when absent (see the module docs).
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn is_crd(&self) -> bool {
+        self.group == "apiextensions.k8s.io" && self.kind == "CustomResourceDefinition"
+    }
+    pub fn is_namespace(&self) -> bool {
+        self.group.is_empty() && self.kind == "Namespace"
+    }
+    /// gitopsd's own S3 bucket kind, handled by the `s3` module instead of the cluster.
+    pub fn is_bucket(&self) -> bool {
+        self.group == GITOPSD_API_GROUP && self.kind == BUCKET_KIND
+    }
+    pub fn is_secret(&self) -> bool {
+        self.group.is_empty() && self.kind == "Secret"
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        };
+        match &self.namespace {
+            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
+            None => write!(f, "{kind} {}", self.name),
+        }
+    }
+}
+
+/// Where a document came from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    /// Repository-relative path.
+    pub path: String,
+    /// 1-based line of the document's first line.
+    pub line: u64,
+    /// 0-based index of the document in its file.
+    pub document: usize,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path, self.line)
+    }
+}
+
+/// One desired object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    pub key: ObjectKey,
+    pub api_version: String,
+    pub source: Source,
+    /// The document as written (JSON model of the YAML).
+    pub body: Value,
+}
+
+/// A rendering problem, with as much position as is known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub struct RenderError {
+    pub path: String,
+    pub line: Option<u64>,
+    pub object: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(object) = &self.object {
+            write!(f, ": {object}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl RenderError {
+    fn at(source: &Source, object: Option<String>, message: impl Into<String>) -> Self {
+        RenderError {
+            path: source.path.clone(),
+            line: Some(source.line),
+            object,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a tree entry is; only regular files are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Symlink,
+    Submodule,
+}
+
+/// One entry of an environment folder, as read from git by the caller.
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    /// Repository-relative path.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Contents; only needed for YAML files.
+    pub bytes: Vec<u8>,
+}
+
+/// Whether a path is read as manifests (`.yaml` / `.yml`); everything else is ignored.
+pub fn is_manifest_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml")
+}
+
+/// Whether `path` lies inside `dir` (both repository-relative, `""` is the root) without escaping it.
+pub fn path_within(dir: &str, path: &str) -> bool {
+    if path.starts_with('/') || path.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+        return false;
+    }
+    let dir = dir.trim_matches('/');
+    dir.is_empty() || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The typed desired state of one environment at one revision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredState {
+    pub objects: BTreeMap<ObjectKey, Manifest>,
+    /// Which objects each file produced, so a re-render only re-reads changed files.
+    pub files: BTreeMap<String, Vec<ObjectKey>>,
+}
+
+impl DesiredState {
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+    /// Objects for the cluster (everything but gitopsd's own kinds).
+    pub fn kube_objects(&self) -> impl Iterator<Item = &Manifest> {
+        self.objects.values().filter(|m| !m.key.is_bucket())
+    }
+    /// gitopsd `Bucket` objects.
+    pub fn buckets(&self) -> impl Iterator<Item = &Manifest> {
+        self.objects.values().filter(|m| m.key.is_bucket())
+    }
+
+    fn insert_file(&mut self, path: &str, manifests: Vec<Manifest>, errors: &mut Vec<RenderError>) {
+        let mut keys = Vec::with_capacity(manifests.len());
+        for manifest in manifests {
+            if let Some(existing) = self.objects.get(&manifest.key) {
+                errors.push(RenderError::at(
+                    &manifest.source,
+                    Some(manifest.key.to_string()),
+                    format!("duplicate object, first defined at {}", existing.source),
+                ));
+                continue;
+            }
+            keys.push(manifest.key.clone());
+            self.objects.insert(manifest.key.clone(), manifest);
+        }
+        if !keys.is_empty() {
+            self.files.insert(path.to_string(), keys);
+        }
+    }
+
+    fn remove_file(&mut self, path: &str) -> Vec<ObjectKey> {
+        let keys = self.files.remove(path).unwrap_or_default();
+        for key in &keys {
+            self.objects.remove(key);
+        }
+        keys
+    }
+}
+
+/// Renders a whole environment folder. All problems are collected, not just the first.
+pub fn render(dir: &str, entries: impl IntoIterator<Item = FileEntry>) -> Result<DesiredState, Vec<RenderError>> {
+    let mut state = DesiredState::default();
+    let mut errors = Vec::new();
+    for entry in entries {
+        if let Some(manifests) = read_entry(dir, &entry, &mut errors) {
+            state.insert_file(&entry.path, manifests, &mut errors);
+        }
+    }
+    if errors.is_empty() { Ok(state) } else { Err(errors) }
+}
+
+/// A change to one file between two revisions: the new entry, or `None` when the file was deleted.
+#[derive(Clone, Debug)]
+pub struct FileUpdate {
+    pub path: String,
+    pub entry: Option<FileEntry>,
+}
+
+/// Re-renders `base` with only the changed files re-read. Returns the new state and the keys of
+/// every object that came from a changed file (before or after), which is all a plan must compare.
+pub fn rerender(
+    dir: &str,
+    base: &DesiredState,
+    updates: impl IntoIterator<Item = FileUpdate>,
+) -> Result<(DesiredState, Vec<ObjectKey>), Vec<RenderError>> {
+    let mut state = base.clone();
+    let mut touched = Vec::new();
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    // Remove every changed file first so that an object moving between two changed files is not
+    // reported as a duplicate of its old self.
+    for update in updates {
+        touched.extend(state.remove_file(&update.path));
+        if let Some(entry) = update.entry {
+            parsed.push(entry);
+        }
+    }
+    for entry in parsed {
+        if let Some(manifests) = read_entry(dir, &entry, &mut errors) {
+            touched.extend(manifests.iter().map(|m| m.key.clone()));
+            state.insert_file(&entry.path, manifests, &mut errors);
+        }
+    }
+    if errors.is_empty() {
+        touched.sort();
+        touched.dedup();
+        Ok((state, touched))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads one folder entry; `None` when it yields nothing (ignored file or an error already pushed).
+fn read_entry(dir: &str, entry: &FileEntry, errors: &mut Vec<RenderError>) -> Option<Vec<Manifest>> {
+    let err = |message: &str| RenderError {
+        path: entry.path.clone(),
+        line: None,
+        object: None,
+        message: message.to_string(),
+    };
+    if !path_within(dir, &entry.path) {
+        errors.push(err("path leaves the environment folder"));
+        return None;
+    }
+    match entry.kind {
+        EntryKind::Symlink => {
+            errors.push(err("symlinks are not allowed in an environment folder (they could point outside it)"));
+            return None;
+        }
+        EntryKind::Submodule => {
+            errors.push(err("submodules are not allowed in an environment folder"));
+            return None;
+        }
+        EntryKind::File => {}
+    }
+    if !is_manifest_path(&entry.path) {
+        return None;
+    }
+    match parse_file(&entry.path, &entry.bytes) {
+        Ok(manifests) => Some(manifests),
+        Err(mut file_errors) => {
+            errors.append(&mut file_errors);
+            None
+        }
+    }
+}
+
+/// Parses one multi-document YAML file into manifests.
+pub fn parse_file(path: &str, bytes: &[u8]) -> Result<Vec<Manifest>, Vec<RenderError>> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(vec![RenderError {
+                path: path.to_string(),
+                line: None,
+                object: None,
+                message: format!("not UTF-8: {e}"),
+            }]);
+        }
+    };
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for (index, doc) in split_documents(text).into_iter().enumerate() {
+        let source = Source {
+            path: path.to_string(),
+            line: doc.first_line,
+            document: index,
+        };
+        let value: Value = match serde_saphyr::from_str(&doc.text) {
+            Ok(value) => value,
+            Err(e) => {
+                let (line, message) = yaml::describe_error(&e, doc.line_offset);
+                errors.push(RenderError {
+                    path: path.to_string(),
+                    line: Some(line),
+                    object: None,
+                    message,
+                });
+                continue;
+            }
+        };
+        match manifest_from_value(value, source) {
+            Ok(Some(manifest)) => manifests.push(manifest),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() { Ok(manifests) } else { Err(errors) }
+}
+
+fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>, RenderError> {
+    let map = match &value {
+        Value::Null => return Ok(None),
+        Value::Object(map) => map,
+        _ => return Err(RenderError::at(&source, None, "document is not a mapping")),
+    };
+    let name = map.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str);
+    let kind = map.get("kind").and_then(Value::as_str);
+    let describe = || match (kind, name) {
+        (Some(k), Some(n)) => Some(format!("{k} {n}")),
+        (Some(k), None) => Some(k.to_string()),
+        (None, Some(n)) => Some(format!("<no kind> {n}")),
+        (None, None) => None,
+    };
+    let api_version = match map.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => return Err(RenderError::at(&source, describe(), "missing apiVersion")),
+    };
+    let kind = match kind {
+        Some(k) if !k.is_empty() => k.to_string(),
+        _ => return Err(RenderError::at(&source, describe(), "missing kind")),
+    };
+    let name = match name {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => return Err(RenderError::at(&source, describe(), "missing metadata.name")),
+    };
+    if map.get("metadata").and_then(|m| m.get("generateName")).is_some() {
+        return Err(RenderError::at(
+            &source,
+            describe(),
+            "metadata.generateName cannot be reconciled (every apply would create a new object); use metadata.name",
+        ));
+    }
+    let namespace = match map.get("metadata").and_then(|m| m.get("namespace")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
+        Some(_) => return Err(RenderError::at(&source, describe(), "metadata.namespace must be a non-empty string")),
+    };
+    let group = match api_version.rsplit_once('/') {
+        Some((group, _)) => group.to_string(),
+        None => String::new(),
+    };
+    let key = ObjectKey {
+        group,
+        kind,
+        namespace,
+        name,
+    };
+    Ok(Some(Manifest {
+        key,
+        api_version,
+        source,
+        body: value,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, text: &str) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            bytes: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn renders_multi_document_files_and_ignores_other_files() {
+        let state = render(
+            "env/dev",
+            vec![
+                file(
+                    "env/dev/app.yaml",
+                    "# leading comment\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: x\n---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
+                ),
+                file("env/dev/README.md", "not yaml: ["),
+            ],
+        )
+        .unwrap();
+        assert_eq!(state.len(), 2);
+        let deploy = state.objects.values().find(|m| m.key.kind == "Deployment").unwrap();
+        assert_eq!(deploy.key.group, "apps");
+        assert_eq!(deploy.key.namespace, None);
+        assert_eq!(deploy.source.line, 9);
+        assert_eq!(deploy.source.document, 2);
+        assert_eq!(state.files["env/dev/app.yaml"].len(), 2);
+    }
+
+    #[test]
+    fn yaml_errors_name_file_and_absolute_line() {
+        let errors = render(
+            "e",
+            vec![file("e/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: [\n")],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "e/a.yaml");
+        let line = errors[0].line.unwrap();
+        assert!((5..=7).contains(&line), "line {line} should point into the second document");
+    }
+
+    #[test]
+    fn missing_kind_or_name_and_duplicates_are_errors() {
+        let errors = render(
+            "e",
+            vec![
+                file("e/a.yaml", "apiVersion: v1\nmetadata: {name: a}\n"),
+                file("e/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"),
+                file("e/c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n"),
+                file("e/d.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n"),
+            ],
+        )
+        .unwrap_err();
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(messages.iter().any(|m| m.contains("e/a.yaml:1") && m.contains("missing kind")), "{messages:?}");
+        assert!(messages.iter().any(|m| m.contains("e/b.yaml:1") && m.contains("missing metadata.name")));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("e/d.yaml:1: ConfigMap d: duplicate object, first defined at e/c.yaml:1"))
+        );
+    }
+
+    #[test]
+    fn symlinks_submodules_and_escaping_paths_are_errors() {
+        let errors = render(
+            "e",
+            vec![
+                FileEntry {
+                    path: "e/link.yaml".into(),
+                    kind: EntryKind::Symlink,
+                    bytes: b"../../etc/passwd".to_vec(),
+                },
+                FileEntry {
+                    path: "e/sub".into(),
+                    kind: EntryKind::Submodule,
+                    bytes: vec![],
+                },
+                file("e/../x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+                file("other/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+    }
+
+    #[test]
+    fn rerender_reads_only_changed_files_and_reports_touched_keys() {
+        let base = render(
+            "e",
+            vec![
+                file("e/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '1'}\n"),
+                file("e/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"),
+            ],
+        )
+        .unwrap();
+        let (next, touched) = rerender(
+            "e",
+            &base,
+            vec![
+                FileUpdate {
+                    path: "e/a.yaml".into(),
+                    entry: Some(file("e/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '2'}\n")),
+                },
+                FileUpdate {
+                    path: "e/b.yaml".into(),
+                    entry: None,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(touched.len(), 2);
+        // An object moving from one changed file to another is not a duplicate.
+        let (moved, _) = rerender(
+            "e",
+            &base,
+            vec![
+                FileUpdate {
+                    path: "e/a.yaml".into(),
+                    entry: None,
+                },
+                FileUpdate {
+                    path: "e/c.yaml".into(),
+                    entry: Some(file("e/c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")),
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(moved.len(), 2);
+    }
+
+    #[test]
+    fn path_within_rejects_escapes() {
+        assert!(path_within("env/dev", "env/dev/a.yaml"));
+        assert!(!path_within("env/dev", "env/devx/a.yaml"));
+        assert!(!path_within("env/dev", "env/dev/../prod/a.yaml"));
+        assert!(!path_within("", "/etc/passwd"));
+        assert!(path_within("", "a/b.yaml"));
+    }
+}

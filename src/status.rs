@@ -1,0 +1,304 @@
+//! Note records: the outcome of each commit per environment, stored as git notes.
+//!
+//! One note per commit; inside it one section per environment. The body is YAML (so tools parse
+//! it) preceded by `#` summary lines (so `git log --notes=gitopsd` reads well). Sections of other
+//! environments are always carried over untouched when ours is written.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to a commit in one environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Applied and healthy.
+    Healthy,
+    /// Failed validation; nothing was applied.
+    Rejected,
+    /// Applied, unhealthy, and rolled back to the previous healthy commit.
+    RolledBack,
+    /// Applied, unhealthy, and the rollback did not become healthy either.
+    RollbackFailed,
+    /// Applied and unhealthy with nothing to roll back to (or rollback is off).
+    Unhealthy,
+    /// A newer commit was applied before this one finished.
+    Superseded,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Healthy => "healthy",
+            Outcome::Rejected => "rejected",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::RollbackFailed => "rollback-failed",
+            Outcome::Unhealthy => "unhealthy",
+            Outcome::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+/// A failing object (or file) and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectError {
+    /// `Kind namespace/name`, or empty when the error is about a file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub object: String,
+    /// `path:line` when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    pub reason: String,
+}
+
+/// A later re-application of this commit (rollback target or manual rollback).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reapplied {
+    pub at: String,
+    /// The commit whose failure (or the operator's request) caused it.
+    pub because: String,
+    pub healthy: bool,
+}
+
+/// One environment's section of a note.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub outcome: Outcome,
+    /// The commit the environment moved from (A), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub started: String,
+    pub finished: String,
+    #[serde(default)]
+    pub counts: Counts,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ObjectError>,
+    /// Why this commit must not be applied again until a newer commit or `gitopsd retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reapplied: Vec<Reapplied>,
+    /// Free-form remarks (e.g. why a prune was refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    pub version: String,
+}
+
+impl Record {
+    pub fn new(outcome: Outcome, from: Option<String>, started: String) -> Record {
+        Record {
+            outcome,
+            from,
+            started,
+            finished: now_rfc3339(),
+            counts: Counts::default(),
+            errors: Vec::new(),
+            pinned: None,
+            reapplied: Vec::new(),
+            messages: Vec::new(),
+            version: crate::VERSION.to_string(),
+        }
+    }
+
+    /// When this commit last became the environment's healthy state, if ever.
+    pub fn healthy_since(&self) -> Option<&str> {
+        let reapplied = self.reapplied.iter().filter(|r| r.healthy).map(|r| r.at.as_str()).max();
+        let own = (self.outcome == Outcome::Healthy).then_some(self.finished.as_str());
+        own.into_iter().chain(reapplied).max()
+    }
+
+    fn summary(&self, env: &str) -> String {
+        let c = &self.counts;
+        let mut line = format!(
+            "# gitopsd {env}: {} ({} created, {} updated, {} deleted, {} unchanged)",
+            self.outcome, c.created, c.updated, c.deleted, c.unchanged
+        );
+        if !self.errors.is_empty() {
+            line.push_str(&format!(", {} errors", self.errors.len()));
+        }
+        if let Some(reason) = &self.pinned {
+            line.push_str(&format!("; pinned: {}", one_line(reason)));
+        }
+        if let Some(last) = self.reapplied.last() {
+            line.push_str(&format!("; re-applied {} because of {}", last.at, short(&last.because)));
+        }
+        line
+    }
+}
+
+/// A whole note: one section per environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    #[serde(default)]
+    pub environments: BTreeMap<String, Record>,
+    /// Text of a note that was not ours to parse, kept rather than overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unparsed: Option<String>,
+}
+
+impl Note {
+    /// Parses a note; text that is not a gitopsd note is kept in `unparsed`, never dropped.
+    pub fn parse(text: &str) -> Note {
+        match serde_saphyr::from_str::<Note>(text) {
+            Ok(note) => note,
+            Err(_) => Note {
+                environments: BTreeMap::new(),
+                unparsed: Some(text.to_string()),
+            },
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (env, record) in &self.environments {
+            out.push_str(&record.summary(env));
+            out.push('\n');
+        }
+        match serde_saphyr::to_string(self) {
+            Ok(yaml) => out.push_str(&yaml),
+            // Serialising plain strings and numbers cannot fail; keep the summary if it ever does.
+            Err(e) => out.push_str(&format!("# cannot serialise note: {e}\n")),
+        }
+        out
+    }
+}
+
+/// Replaces (or adds) one environment's section of a note's text, keeping every other section.
+pub fn merge_section(existing: Option<&str>, env: &str, record: &Record) -> String {
+    let mut note = existing.map(Note::parse).unwrap_or_default();
+    note.environments.insert(env.to_string(), record.clone());
+    note.render()
+}
+
+/// Changes one environment's existing section in place (e.g. pin, unpin, add a re-application).
+/// Returns `None` when there is no section for `env`.
+pub fn edit_section(existing: Option<&str>, env: &str, edit: impl FnOnce(&mut Record)) -> Option<String> {
+    let mut note = existing.map(Note::parse)?;
+    let record = note.environments.get_mut(env)?;
+    edit(record);
+    Some(note.render())
+}
+
+/// Wall-clock time for records (UTC, seconds, sortable as text).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(160).collect()
+}
+
+/// Per environment, from all notes: the last healthy commit and the pinned commits.
+#[derive(Clone, Debug, Default)]
+pub struct EnvHistory {
+    /// (commit, since) of the most recent healthy state.
+    pub last_healthy: Option<(String, String)>,
+    /// Commits pinned for this environment, with the reason.
+    pub pinned: BTreeMap<String, String>,
+    /// Every record for this environment by commit.
+    pub records: BTreeMap<String, Record>,
+}
+
+/// Builds each environment's history from `(commit, note text)` pairs.
+pub fn history<'a>(notes: impl IntoIterator<Item = (String, &'a str)>, env: &str) -> EnvHistory {
+    let mut h = EnvHistory::default();
+    for (commit, text) in notes {
+        let note = Note::parse(text);
+        let Some(record) = note.environments.get(env) else { continue };
+        if let Some(since) = record.healthy_since() {
+            let newer = h.last_healthy.as_ref().is_none_or(|(_, best)| since > best.as_str());
+            if newer {
+                h.last_healthy = Some((commit.clone(), since.to_string()));
+            }
+        }
+        if let Some(reason) = &record.pinned {
+            h.pinned.insert(commit.clone(), reason.clone());
+        }
+        h.records.insert(commit, record.clone());
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Outcome, finished: &str) -> Record {
+        let mut r = Record::new(outcome, None, "2026-01-01T00:00:00.000Z".into());
+        r.finished = finished.into();
+        r
+    }
+
+    #[test]
+    fn note_round_trips_and_reads_well() {
+        let mut r = record(Outcome::Rejected, "2026-01-01T00:00:01.000Z");
+        r.errors.push(ObjectError {
+            object: "ConfigMap a/b".into(),
+            at: Some("env/a.yaml:3".into()),
+            reason: "invalid: data: must be a map".into(),
+        });
+        let text = merge_section(None, "dev", &r);
+        assert!(text.starts_with("# gitopsd dev: rejected (0 created"), "{text}");
+        let note = Note::parse(&text);
+        assert_eq!(note.environments["dev"], r);
+    }
+
+    #[test]
+    fn merging_keeps_other_environments_and_foreign_text() {
+        let dev = record(Outcome::Healthy, "2026-01-01T00:00:01.000Z");
+        let prod = record(Outcome::RolledBack, "2026-01-01T00:00:02.000Z");
+        let text = merge_section(None, "dev", &dev);
+        let text = merge_section(Some(&text), "prod", &prod);
+        let note = Note::parse(&text);
+        assert_eq!(note.environments.len(), 2);
+        let foreign = merge_section(Some("reviewed-by: alice"), "dev", &dev);
+        let note = Note::parse(&foreign);
+        assert_eq!(note.unparsed.as_deref(), Some("reviewed-by: alice"));
+        assert_eq!(note.environments["dev"], dev);
+    }
+
+    #[test]
+    fn history_finds_latest_healthy_including_reapplications_and_pins() {
+        let a = record(Outcome::Healthy, "2026-01-01T00:00:01.000Z");
+        let mut b = record(Outcome::Healthy, "2026-01-01T00:00:02.000Z");
+        let mut c = record(Outcome::RolledBack, "2026-01-01T00:00:03.000Z");
+        c.pinned = Some("Deployment web/api: not ready".into());
+        let ta = merge_section(None, "dev", &a);
+        let tc = merge_section(None, "dev", &c);
+        let tb = merge_section(None, "dev", &b);
+        let h = history([("a".to_string(), ta.as_str()), ("b".into(), tb.as_str()), ("c".into(), tc.as_str())], "dev");
+        assert_eq!(h.last_healthy.as_ref().unwrap().0, "b");
+        assert!(h.pinned.contains_key("c"));
+        // A re-application of an older commit makes it the current healthy state.
+        b.reapplied.clear();
+        let mut a2 = a.clone();
+        a2.reapplied.push(Reapplied {
+            at: "2026-01-01T00:00:04.000Z".into(),
+            because: "c".into(),
+            healthy: true,
+        });
+        let ta2 = merge_section(None, "dev", &a2);
+        let h = history([("a".to_string(), ta2.as_str()), ("b".into(), tb.as_str())], "dev");
+        assert_eq!(h.last_healthy.unwrap().0, "a");
+        // Other environments' records are invisible.
+        assert!(history([("a".to_string(), ta.as_str())], "prod").records.is_empty());
+    }
+}
