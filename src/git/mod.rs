@@ -1,0 +1,764 @@
+//! Everything that touches git: a bare mirror of the config repository, reading trees at a
+//! revision, tree diffs, commit walks, and status notes (write-merge-push).
+//!
+//! The API is synchronous (libgit2 blocks); async callers wrap calls in `spawn_blocking`.
+//! [`Mirror`] is `Send + Sync`: it stores paths and options and opens the repository per call.
+//!
+//! Global git configuration never leaks in: every repository we open gets a config object
+//! that contains only its own `config` file (`Repository::set_config`). The process-global
+//! `git2::opts::set_search_path` would be the other way, but it is `unsafe` and the crate
+//! forbids unsafe code. (libgit2 still reads `safe.directory` while opening; harmless here.)
+//!
+//! Layout of the mirror (bare repository):
+//! - `refs/heads/<branch>`: the branch, force-updated on every fetch (follows force-pushes);
+//!   `HEAD` points at it, so `resolve("HEAD~1")` works.
+//! - `refs/gitopsd/remote-notes`: the notes ref as last seen on the remote.
+//! - `<notes_ref>` (e.g. `refs/notes/gitopsd`): the local view = remote notes plus notes not
+//!   yet pushed (see [`notes`]).
+//! - extra refs (e.g. `refs/pull/*/head`) under their own names.
+
+pub mod auth;
+mod error;
+pub mod merge;
+mod notes;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use git2::{
+    AutotagOption, ConfigLevel, FetchOptions, FetchPrune, FileMode, Repository,
+    RepositoryInitOptions, TreeWalkMode, TreeWalkResult,
+};
+
+pub use auth::{GitAuth, redact_url};
+pub use error::GitError;
+pub use git2::Oid;
+pub use watch::watch_local_refs;
+
+use auth::{CallbackState, RemoteKind, RemoteUrl};
+
+/// Where the remote's notes ref is fetched to (kept apart from the local notes ref).
+pub(crate) const REMOTE_NOTES_REF: &str = "refs/gitopsd/remote-notes";
+const REMOTE_NAME: &str = "origin";
+/// Upper bound for one network operation (enforced through the progress callbacks).
+const NETWORK_DEADLINE: Duration = Duration::from_secs(300);
+
+/// What to mirror and how.
+#[derive(Clone, Debug)]
+pub struct MirrorOptions {
+    /// https://, ssh://, scp-like, file:// URL or a local path. May carry a user name; a
+    /// password in it is used as credential but never stored or logged.
+    pub url: String,
+    pub branch: String,
+    /// e.g. `refs/notes/gitopsd`.
+    pub notes_ref: String,
+    /// Globs such as `refs/pull/*/head` (one `*` each), fetched under the same names.
+    pub extra_fetch_refs: Vec<String>,
+    pub auth: GitAuth,
+}
+
+/// Custom three-way merge for replaying unpushed notes: `(base, ours, theirs) -> merged`.
+pub type NoteMerger = dyn Fn(Option<&str>, &str, Option<&str>) -> String + Send + Sync;
+
+/// A bare mirror of the config repository on local disk.
+pub struct Mirror {
+    dir: PathBuf,
+    opts: MirrorOptions,
+    url: RemoteUrl,
+    branch_ref: String,
+    /// Serialises notes updates (and local notes rebuilds) within this process.
+    notes_lock: Mutex<()>,
+    merger: Option<Box<NoteMerger>>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("dir", &self.dir)
+            .field("url", &self.url.sanitized)
+            .field("branch", &self.opts.branch)
+            .field("notes_ref", &self.opts.notes_ref)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file in a tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Repository-relative path, `/`-separated.
+    pub path: String,
+    pub kind: FileKind,
+    pub oid: Oid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Blob,
+    Executable,
+    Symlink,
+    Submodule,
+}
+
+impl FileKind {
+    fn from_filemode(mode: i32) -> Option<FileKind> {
+        match mode {
+            0o100644 | 0o100664 | 0o100666 => Some(FileKind::Blob),
+            0o100755 => Some(FileKind::Executable),
+            0o120000 => Some(FileKind::Symlink),
+            0o160000 => Some(FileKind::Submodule),
+            _ => None,
+        }
+    }
+
+    fn from_mode(mode: FileMode) -> Option<FileKind> {
+        match mode {
+            FileMode::Blob | FileMode::BlobGroupWritable => Some(FileKind::Blob),
+            FileMode::BlobExecutable => Some(FileKind::Executable),
+            FileMode::Link => Some(FileKind::Symlink),
+            FileMode::Commit => Some(FileKind::Submodule),
+            FileMode::Tree | FileMode::Unreadable => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One changed path. A type change (file ↔ symlink, mode change) is `Modified`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: String,
+    pub change: ChangeKind,
+    /// Kind of the new side, or of the old side if deleted.
+    pub kind: FileKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub id: Oid,
+    /// First line of the message.
+    pub summary: String,
+    /// `Name <email>` of the author.
+    pub author: String,
+    /// Committer time, unix seconds.
+    pub time: i64,
+}
+
+fn normalize_dir(dir: &str) -> String {
+    let mut d = dir.trim();
+    while let Some(rest) = d.strip_prefix("./") {
+        d = rest;
+    }
+    let d = d.trim_matches('/');
+    if d == "." { String::new() } else { d.to_string() }
+}
+
+fn join_path(dir: &str, rest: &str) -> String {
+    if dir.is_empty() {
+        rest.to_string()
+    } else if rest.is_empty() {
+        dir.to_string()
+    } else {
+        format!("{dir}/{rest}")
+    }
+}
+
+fn validate_options(opts: &MirrorOptions) -> Result<(), GitError> {
+    let bad = |message: String| GitError::InvalidConfig { message };
+    if opts.branch.is_empty()
+        || !git2::Reference::is_valid_name(&format!("refs/heads/{}", opts.branch))
+    {
+        return Err(bad(format!("invalid branch name {:?}", opts.branch)));
+    }
+    if !opts.notes_ref.starts_with("refs/") || !git2::Reference::is_valid_name(&opts.notes_ref) {
+        return Err(bad(format!(
+            "invalid notes ref {:?} (must be a full ref name such as refs/notes/gitopsd)",
+            opts.notes_ref
+        )));
+    }
+    if opts.notes_ref.starts_with("refs/gitopsd/") || opts.notes_ref.starts_with("refs/heads/") {
+        return Err(bad(format!(
+            "notes ref {:?} must not live under refs/heads/ or refs/gitopsd/",
+            opts.notes_ref
+        )));
+    }
+    for glob in &opts.extra_fetch_refs {
+        let stars = glob.matches('*').count();
+        let probe = glob.replace('*', "x");
+        if !glob.starts_with("refs/") || stars > 1 || !git2::Reference::is_valid_name(&probe) {
+            return Err(bad(format!(
+                "invalid extra fetch ref {glob:?} (a full ref name with at most one '*')"
+            )));
+        }
+        if glob.starts_with("refs/notes/") || glob.starts_with("refs/gitopsd/") {
+            return Err(bad(format!(
+                "extra fetch ref {glob:?} would overwrite notes or internal refs"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Mirror {
+    /// Opens the bare mirror at `dir` (created if missing, initialised with the remote
+    /// configured). A corrupted mirror is deleted and re-created. Does not fetch.
+    pub fn open(dir: &Path, opts: MirrorOptions) -> Result<Mirror, GitError> {
+        validate_options(&opts)?;
+        let mut url = auth::parse_url(&opts.url).map_err(|message| GitError::InvalidUrl {
+            url: redact_url(&opts.url),
+            message,
+        })?;
+        if let RemoteKind::Local(p) = &url.kind {
+            let abs = std::path::absolute(p).map_err(GitError::io("resolving", p))?;
+            if !abs.exists() {
+                return Err(GitError::InvalidUrl {
+                    url: url.sanitized.clone(),
+                    message: "no repository at this path".into(),
+                });
+            }
+            url.sanitized = abs.to_string_lossy().into_owned();
+            url.kind = RemoteKind::Local(abs);
+        }
+        let branch_ref = format!("refs/heads/{}", opts.branch);
+        let mirror = Mirror {
+            dir: dir.to_path_buf(),
+            opts,
+            url,
+            branch_ref,
+            notes_lock: Mutex::new(()),
+            merger: None,
+        };
+        match mirror.open_checked() {
+            Ok(repo) => mirror.configure(&repo)?,
+            Err(e) => {
+                tracing::warn!(path = %mirror.dir.display(), error = %e, "mirror unusable, re-creating it");
+                mirror.recreate()?;
+            }
+        }
+        Ok(mirror)
+    }
+
+    /// Replaces the built-in section merge used when replaying unpushed notes on top of a
+    /// remote that changed the same note meanwhile (see [`merge::merge_sections`]).
+    pub fn with_note_merger(mut self, merger: Box<NoteMerger>) -> Mirror {
+        self.merger = Some(merger);
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The repository URL without credentials (for logs).
+    pub fn url(&self) -> &str {
+        &self.url.sanitized
+    }
+
+    /// Opens the repository with a config that holds only the repository's own file.
+    fn repo(&self) -> Result<Repository, GitError> {
+        let repo = Repository::open_bare(&self.dir).map_err(GitError::repo("open", &self.dir))?;
+        let mut cfg = git2::Config::new().map_err(GitError::repo("config", &self.dir))?;
+        cfg.add_file(&self.dir.join("config"), ConfigLevel::Local, false)
+            .map_err(GitError::repo("config", &self.dir))?;
+        repo.set_config(&cfg).map_err(GitError::repo("config", &self.dir))?;
+        Ok(repo)
+    }
+
+    /// Opens the repository and checks that HEAD, the branch head commit and its tree and
+    /// the notes tips are readable.
+    fn open_checked(&self) -> Result<Repository, GitError> {
+        if !self.dir.exists() {
+            return Err(GitError::Io {
+                op: "opening mirror",
+                path: self.dir.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let repo = self.repo()?;
+        self.health_check(&repo)?;
+        Ok(repo)
+    }
+
+    fn health_check(&self, repo: &Repository) -> Result<(), GitError> {
+        repo.find_reference("HEAD")
+            .map_err(GitError::repo("read HEAD", &self.dir))?;
+        for name in [
+            self.branch_ref.as_str(),
+            REMOTE_NOTES_REF,
+            self.opts.notes_ref.as_str(),
+        ] {
+            let id = match repo.refname_to_id(name) {
+                Ok(id) => id,
+                Err(e) if e.code() == git2::ErrorCode::NotFound => continue,
+                Err(e) => return Err(GitError::repo("read ref", &self.dir)(e)),
+            };
+            let commit = repo.find_commit(id).map_err(|e| self.object_err(id, e))?;
+            let tree = commit.tree().map_err(|e| self.object_err(id, e))?;
+            for entry in tree.iter() {
+                if entry.kind() == Some(git2::ObjectType::Tree) {
+                    repo.find_tree(entry.id())
+                        .map_err(|e| self.object_err(entry.id(), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn object_err(&self, id: Oid, e: git2::Error) -> GitError {
+        GitError::Object {
+            object: id.to_string(),
+            path: self.dir.clone(),
+            message: e.message().to_string(),
+        }
+    }
+
+    /// Deletes whatever is at `dir` and initialises a fresh bare mirror.
+    fn recreate(&self) -> Result<Repository, GitError> {
+        if self.dir.exists() {
+            let aside = self.dir.with_extension(format!("corrupt-{}", std::process::id()));
+            match std::fs::rename(&self.dir, &aside) {
+                Ok(()) => {
+                    if let Err(e) = std::fs::remove_dir_all(&aside) {
+                        tracing::warn!(path = %aside.display(), error = %e, "cannot delete corrupted mirror");
+                    }
+                }
+                Err(_) => {
+                    std::fs::remove_dir_all(&self.dir)
+                        .map_err(GitError::io("deleting corrupted mirror", &self.dir))?;
+                }
+            }
+        }
+        let mut init = RepositoryInitOptions::new();
+        init.bare(true)
+            .mkpath(true)
+            .no_reinit(false)
+            .initial_head(&self.opts.branch);
+        Repository::init_opts(&self.dir, &init).map_err(GitError::repo("init", &self.dir))?;
+        tracing::info!(path = %self.dir.display(), url = %self.url.sanitized, "initialised mirror");
+        let repo = self.repo()?;
+        self.configure(&repo)?;
+        Ok(repo)
+    }
+
+    /// Makes sure `origin` points at the (sanitised) URL and HEAD at the branch.
+    fn configure(&self, repo: &Repository) -> Result<(), GitError> {
+        let url = &self.url.sanitized;
+        match repo.find_remote(REMOTE_NAME) {
+            Ok(r) if r.url().ok() == Some(url.as_str()) => {}
+            Ok(_) => repo
+                .remote_set_url(REMOTE_NAME, url)
+                .map_err(GitError::repo("configure remote", &self.dir))?,
+            Err(_) => {
+                repo.remote_with_fetch(
+                    REMOTE_NAME,
+                    url,
+                    &format!("+{b}:{b}", b = self.branch_ref),
+                )
+                .map_err(GitError::repo("configure remote", &self.dir))?;
+            }
+        }
+        let head_ok = repo
+            .find_reference("HEAD")
+            .ok()
+            .map(|h| h.symbolic_target().ok().flatten() == Some(self.branch_ref.as_str()))
+            .unwrap_or(false);
+        if !head_ok {
+            repo.set_head(&self.branch_ref)
+                .map_err(GitError::repo("set HEAD", &self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Runs a fetch of `refspecs` from the remote (prunes refs that vanished upstream).
+    pub(crate) fn fetch_refspecs(
+        &self,
+        repo: &Repository,
+        refspecs: &[String],
+        op: &'static str,
+    ) -> Result<(), GitError> {
+        let state = CallbackState::new(Instant::now() + NETWORK_DEADLINE);
+        let result = {
+            let mut remote = repo
+                .remote_anonymous(&self.url.sanitized)
+                .map_err(|e| self.net_error(op, e, &state))?;
+            let mut fo = FetchOptions::new();
+            fo.remote_callbacks(auth::callbacks(&self.opts.auth, &self.url, &state))
+                .prune(FetchPrune::On)
+                .download_tags(AutotagOption::None);
+            remote.fetch(refspecs, Some(&mut fo), Some("gitopsd: fetch"))
+        };
+        result.map_err(|e| self.net_error(op, e, &state))
+    }
+
+    /// Classifies a libgit2 error from a network operation.
+    pub(crate) fn net_error(&self, op: &'static str, e: git2::Error, state: &CallbackState) -> GitError {
+        let url = self.url.sanitized.clone();
+        if let Some(message) = state.cert_failure.borrow().clone() {
+            return GitError::HostVerification { url, message };
+        }
+        if let Some(message) = state.auth_failure.borrow().clone() {
+            return GitError::Auth { url, message };
+        }
+        if state.timed_out.get() {
+            return GitError::Network {
+                url,
+                op,
+                message: format!("timed out after {}s", NETWORK_DEADLINE.as_secs()),
+            };
+        }
+        let message = e.message().to_string();
+        let lower = message.to_ascii_lowercase();
+        match e.code() {
+            git2::ErrorCode::Auth => return GitError::Auth { url, message },
+            git2::ErrorCode::Certificate => return GitError::HostVerification { url, message },
+            _ => {}
+        }
+        if lower.contains("401") || lower.contains("403") || lower.contains("authenticat") {
+            return GitError::Auth { url, message };
+        }
+        if lower.contains("host key") || lower.contains("certificate") {
+            return GitError::HostVerification { url, message };
+        }
+        if lower.contains("unsupported url protocol") || lower.contains("invalid url") {
+            return GitError::InvalidUrl { url, message };
+        }
+        if lower.contains("404") {
+            return GitError::InvalidUrl {
+                url,
+                message: format!("repository not found ({message})"),
+            };
+        }
+        match e.class() {
+            git2::ErrorClass::Net
+            | git2::ErrorClass::Os
+            | git2::ErrorClass::Ssl
+            | git2::ErrorClass::Ssh
+            | git2::ErrorClass::Http
+            | git2::ErrorClass::Callback => GitError::Network { url, op, message },
+            // A local remote that vanished after open() (e.g. being replaced): retry later.
+            git2::ErrorClass::Repository if self.url.is_local() => {
+                GitError::Network { url, op, message }
+            }
+            _ => GitError::Repo {
+                op,
+                path: self.dir.clone(),
+                source: e,
+            },
+        }
+    }
+
+    fn is_corruption(e: &GitError) -> bool {
+        match e {
+            GitError::Object { .. } => true,
+            GitError::Repo { source, .. } => matches!(
+                source.class(),
+                git2::ErrorClass::Odb
+                    | git2::ErrorClass::Zlib
+                    | git2::ErrorClass::Object
+                    | git2::ErrorClass::Indexer
+                    | git2::ErrorClass::Repository
+                    | git2::ErrorClass::Reference
+            ),
+            _ => false,
+        }
+    }
+
+    /// Fetches the branch (force), the notes ref (into `refs/gitopsd/remote-notes`) and the
+    /// extra refs; merges unpushed local notes on top of the fetched notes. Returns the
+    /// branch head. A corrupted mirror is re-created and fetched again.
+    pub fn fetch(&self) -> Result<Oid, GitError> {
+        let mut refspecs = vec![
+            format!("+{b}:{b}", b = self.branch_ref),
+            format!("+{}:{}", self.opts.notes_ref, REMOTE_NOTES_REF),
+        ];
+        refspecs.extend(self.opts.extra_fetch_refs.iter().map(|g| format!("+{g}:{g}")));
+        let repo = match self.open_checked() {
+            Ok(repo) => repo,
+            Err(e) => {
+                tracing::warn!(path = %self.dir.display(), error = %e, "mirror unusable, re-creating it");
+                self.recreate()?
+            }
+        };
+        let repo = match self.fetch_refspecs(&repo, &refspecs, "fetching") {
+            Ok(()) => repo,
+            Err(e) if Self::is_corruption(&e) => {
+                tracing::warn!(path = %self.dir.display(), error = %e, "fetch failed on a damaged mirror, re-creating it");
+                drop(repo);
+                let repo = self.recreate()?;
+                self.fetch_refspecs(&repo, &refspecs, "fetching")?;
+                repo
+            }
+            Err(e) => return Err(e),
+        };
+        {
+            let _guard = self.notes_guard();
+            self.rebuild_local_notes(&repo)?;
+        }
+        let head = self.branch_head_in(&repo)?;
+        tracing::debug!(commit = %head, url = %self.url.sanitized, branch = %self.opts.branch, "fetched");
+        Ok(head)
+    }
+
+    fn notes_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.notes_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The branch head from the last fetch (no network).
+    pub fn branch_head(&self) -> Result<Oid, GitError> {
+        let repo = self.repo()?;
+        self.branch_head_in(&repo)
+    }
+
+    fn branch_head_in(&self, repo: &Repository) -> Result<Oid, GitError> {
+        match repo.refname_to_id(&self.branch_ref) {
+            Ok(id) => Ok(id),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Err(GitError::MissingRef {
+                name: self.branch_ref.clone(),
+                url: self.url.sanitized.clone(),
+            }),
+            Err(e) => Err(GitError::repo("read branch", &self.dir)(e)),
+        }
+    }
+
+    /// Resolves a revision expression (sha, short sha, ref name, `HEAD~1`, ...) to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<Oid, GitError> {
+        let repo = self.repo()?;
+        let bad = |e: git2::Error| GitError::BadRevision {
+            rev: rev.to_string(),
+            path: self.dir.clone(),
+            message: e.message().to_string(),
+        };
+        let obj = repo.revparse_single(rev).map_err(bad)?;
+        let commit = obj.peel_to_commit().map_err(bad)?;
+        Ok(commit.id())
+    }
+
+    fn commit_tree<'r>(&self, repo: &'r Repository, rev: Oid) -> Result<git2::Tree<'r>, GitError> {
+        let commit = repo.find_commit(rev).map_err(|e| self.object_err(rev, e))?;
+        commit.tree().map_err(|e| self.object_err(rev, e))
+    }
+
+    /// The tree at `dir` in commit `rev`; `None` if the folder does not exist there.
+    fn subtree<'r>(
+        &self,
+        repo: &'r Repository,
+        rev: Oid,
+        dir: &str,
+    ) -> Result<Option<git2::Tree<'r>>, GitError> {
+        let root = self.commit_tree(repo, rev)?;
+        if dir.is_empty() {
+            return Ok(Some(root));
+        }
+        let entry = match root.get_path(Path::new(dir)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(self.object_err(rev, e)),
+        };
+        if entry.kind() != Some(git2::ObjectType::Tree) {
+            return Ok(None);
+        }
+        let tree = repo
+            .find_tree(entry.id())
+            .map_err(|e| self.object_err(entry.id(), e))?;
+        Ok(Some(tree))
+    }
+
+    /// All files under `dir` ("" = root) at `rev`, recursively, sorted by path. A missing
+    /// folder yields an empty list.
+    pub fn list_files(&self, rev: Oid, dir: &str) -> Result<Vec<TreeFile>, GitError> {
+        let repo = self.repo()?;
+        let dir = normalize_dir(dir);
+        let Some(tree) = self.subtree(&repo, rev, &dir)? else {
+            return Ok(Vec::new());
+        };
+        let mut files = Vec::new();
+        tree.walk(TreeWalkMode::PreOrder, |root, entry| {
+            if let Some(kind) = FileKind::from_filemode(entry.filemode()) {
+                let name = String::from_utf8_lossy(entry.name_bytes());
+                files.push(TreeFile {
+                    path: join_path(&dir, &format!("{root}{name}")),
+                    kind,
+                    oid: entry.id(),
+                });
+            }
+            TreeWalkResult::Ok
+        })
+        .map_err(|e| self.object_err(rev, e))?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Content of the blob at `path` in `rev` (a symlink yields its target); `None` if the
+    /// path does not exist or is not a blob.
+    pub fn read_blob(&self, rev: Oid, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let repo = self.repo()?;
+        let path = normalize_dir(path);
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let root = self.commit_tree(&repo, rev)?;
+        let entry = match root.get_path(Path::new(&path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(self.object_err(rev, e)),
+        };
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return Ok(None);
+        }
+        let blob = repo
+            .find_blob(entry.id())
+            .map_err(|e| self.object_err(entry.id(), e))?;
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    /// Paths under `dir` that differ between `from` and `to`, sorted by path. `from = None`
+    /// reports everything under `dir` at `to` as added. Cost is proportional to the change.
+    pub fn changed_files(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        dir: &str,
+    ) -> Result<Vec<FileChange>, GitError> {
+        let repo = self.repo()?;
+        let dir = normalize_dir(dir);
+        let new = self.subtree(&repo, to, &dir)?;
+        let old = match from {
+            Some(f) => self.subtree(&repo, f, &dir)?,
+            None => None,
+        };
+        if old.is_none() && new.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut opts = git2::DiffOptions::new();
+        opts.include_typechange(true)
+            .include_typechange_trees(false)
+            .ignore_submodules(false);
+        let diff = repo
+            .diff_tree_to_tree(old.as_ref(), new.as_ref(), Some(&mut opts))
+            .map_err(|e| self.object_err(to, e))?;
+        let mut out = Vec::new();
+        for delta in diff.deltas() {
+            let (change, side) = match delta.status() {
+                git2::Delta::Added | git2::Delta::Copied | git2::Delta::Untracked => {
+                    (ChangeKind::Added, delta.new_file())
+                }
+                git2::Delta::Deleted => (ChangeKind::Deleted, delta.old_file()),
+                git2::Delta::Modified | git2::Delta::Typechange | git2::Delta::Renamed => {
+                    (ChangeKind::Modified, delta.new_file())
+                }
+                _ => continue,
+            };
+            let Some(kind) = FileKind::from_mode(side.mode()) else {
+                continue;
+            };
+            let Some(path) = side.path_bytes() else {
+                continue;
+            };
+            out.push(FileChange {
+                path: join_path(&dir, &String::from_utf8_lossy(path)),
+                change,
+                kind,
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// True if `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Result<bool, GitError> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        let repo = self.repo()?;
+        repo.graph_descendant_of(descendant, ancestor)
+            .map_err(|e| self.object_err(descendant, e))
+    }
+
+    /// Commits reachable from `to` and not from `from`, oldest first. When there are more
+    /// than `limit`, the newest `limit` are returned. An unknown `from` (e.g. history
+    /// rewritten upstream) is ignored.
+    pub fn commits_between(
+        &self,
+        from: Option<Oid>,
+        to: Oid,
+        limit: usize,
+    ) -> Result<Vec<CommitInfo>, GitError> {
+        let repo = self.repo()?;
+        let mut walk = repo.revwalk().map_err(GitError::repo("revwalk", &self.dir))?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+            .map_err(GitError::repo("revwalk", &self.dir))?;
+        walk.push(to).map_err(|e| self.object_err(to, e))?;
+        if let Some(from) = from {
+            if repo.find_commit(from).is_ok() {
+                walk.hide(from).map_err(|e| self.object_err(from, e))?;
+            } else {
+                tracing::debug!(commit = %from, "commits_between: base commit unknown, not hiding it");
+            }
+        }
+        let mut out = Vec::new();
+        for id in walk.take(limit) {
+            let id = id.map_err(GitError::repo("revwalk", &self.dir))?;
+            out.push(self.commit_info_in(&repo, id)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn commit_info(&self, rev: Oid) -> Result<CommitInfo, GitError> {
+        let repo = self.repo()?;
+        self.commit_info_in(&repo, rev)
+    }
+
+    fn commit_info_in(&self, repo: &Repository, rev: Oid) -> Result<CommitInfo, GitError> {
+        let c = repo.find_commit(rev).map_err(|e| self.object_err(rev, e))?;
+        let author = c.author();
+        let author = format!(
+            "{} <{}>",
+            String::from_utf8_lossy(author.name_bytes()),
+            String::from_utf8_lossy(author.email_bytes())
+        );
+        let summary = c
+            .summary_bytes()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .unwrap_or_default();
+        Ok(CommitInfo {
+            id: rev,
+            summary,
+            author,
+            time: c.time().seconds(),
+        })
+    }
+
+    /// Refs matching the `extra_fetch_refs` globs after the last fetch, sorted by name.
+    pub fn extra_refs(&self) -> Result<Vec<(String, Oid)>, GitError> {
+        let repo = self.repo()?;
+        let mut out = Vec::new();
+        for glob in &self.opts.extra_fetch_refs {
+            let refs = repo
+                .references_glob(glob)
+                .map_err(GitError::repo("list refs", &self.dir))?;
+            for r in refs {
+                let r = r.map_err(GitError::repo("list refs", &self.dir))?;
+                let Ok(name) = r.name() else { continue };
+                match r.peel_to_commit() {
+                    Ok(c) => out.push((name.to_string(), c.id())),
+                    Err(e) => {
+                        tracing::debug!(r#ref = name, error = %e, "extra ref does not point to a commit")
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
