@@ -1,0 +1,204 @@
+//! Applying and deleting sets of objects in dependency order with bounded concurrency.
+//!
+//! Order: CustomResourceDefinitions, then Namespaces, then other cluster-scoped objects, then
+//! namespaced objects; deletions run in the reverse order. CRDs must be Established before
+//! anything after them is applied.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{Cluster, DeleteOutcome, KubeError};
+use crate::manifest::{Manifest, ObjectKey};
+
+/// How long to wait for new CRDs to be Established.
+pub const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One object that failed, with where it was written.
+#[derive(Debug)]
+pub struct ObjectFailure {
+    pub key: ObjectKey,
+    pub at: String,
+    pub error: KubeError,
+}
+
+impl ObjectFailure {
+    fn new(m: &Manifest, error: KubeError) -> ObjectFailure {
+        ObjectFailure {
+            key: m.key.clone(),
+            at: m.source.to_string(),
+            error,
+        }
+    }
+}
+
+/// Ordering phase of an object: 0 CRD, 1 Namespace, 2 other cluster-scoped, 3 namespaced.
+async fn phase(cluster: &Cluster, m: &Manifest) -> usize {
+    if m.key.is_crd() {
+        return 0;
+    }
+    if m.key.is_namespace() {
+        return 1;
+    }
+    if m.key.namespace.is_some() {
+        return 3;
+    }
+    match cluster.target(m).await {
+        Ok(t) if !t.namespaced => 2,
+        // Unknown yet (a custom resource whose CRD comes in this commit) or namespaced.
+        _ => 3,
+    }
+}
+
+async fn by_phase<'a>(cluster: &Cluster, objects: &[&'a Manifest]) -> [Vec<&'a Manifest>; 4] {
+    let mut phases: [Vec<&Manifest>; 4] = Default::default();
+    for m in objects {
+        phases[phase(cluster, m).await].push(m);
+    }
+    phases
+}
+
+/// Result of validating a commit's changed objects.
+#[derive(Debug, Default)]
+pub struct Validation<'a> {
+    pub failures: Vec<ObjectFailure>,
+    /// Objects that cannot be dry-run until this commit's Namespaces or CRDs exist.
+    pub deferred: Vec<&'a Manifest>,
+}
+
+/// Server-side dry-run of every object. Objects in a Namespace, or of a kind, that this same
+/// commit creates are deferred rather than failed: they are dry-run once those exist.
+pub async fn validate<'a>(
+    cluster: &Cluster,
+    objects: &[&'a Manifest],
+    all_desired: &[&Manifest],
+    concurrency: usize,
+) -> Validation<'a> {
+    let new_namespaces: BTreeSet<&str> = all_desired
+        .iter()
+        .filter(|m| m.key.is_namespace())
+        .map(|m| m.key.name.as_str())
+        .collect();
+    let crd_kinds: BTreeSet<(String, String)> = all_desired
+        .iter()
+        .filter(|m| m.key.is_crd())
+        .filter_map(|m| {
+            let spec = m.body.get("spec")?;
+            let group = spec.get("group")?.as_str()?.to_string();
+            let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
+            Some((group, kind))
+        })
+        .collect();
+    let results: Vec<(&Manifest, Result<_, KubeError>)> = futures::stream::iter(objects.iter().copied())
+        .map(|m| async move { (m, cluster.dry_run(m).await) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut validation = Validation::default();
+    for (m, result) in results {
+        let Err(error) = result else { continue };
+        let namespace_pending = error.is_not_found()
+            && new_namespaces
+                .iter()
+                .any(|ns| error.to_string().contains(&format!("namespaces \"{ns}\" not found")));
+        let kind_pending = matches!(error, KubeError::UnknownKind { .. })
+            && crd_kinds.contains(&(m.key.group.clone(), m.key.kind.clone()));
+        if namespace_pending || kind_pending {
+            validation.deferred.push(m);
+        } else {
+            validation.failures.push(ObjectFailure::new(m, error));
+        }
+    }
+    validation.failures.sort_by(|a, b| a.key.cmp(&b.key));
+    validation
+}
+
+/// Dry-runs objects again (the deferred ones, once their Namespaces and CRDs exist).
+pub async fn dry_run_all(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Vec<ObjectFailure> {
+    let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
+        .map(|m| async move { cluster.dry_run(m).await.err().map(|e| ObjectFailure::new(m, e)) })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    failures.sort_by(|a, b| a.key.cmp(&b.key));
+    failures
+}
+
+/// Applies objects phase by phase. Stops after the first phase with a failure (later phases
+/// depend on earlier ones). Returns the keys applied, and the failures.
+pub async fn apply_all(
+    cluster: &Cluster,
+    objects: &[&Manifest],
+    concurrency: usize,
+) -> (Vec<ObjectKey>, Vec<ObjectFailure>) {
+    let mut applied = Vec::new();
+    let phases = by_phase(cluster, objects).await;
+    for (index, phase) in phases.iter().enumerate() {
+        if phase.is_empty() {
+            continue;
+        }
+        let results: Vec<(&Manifest, Result<_, KubeError>)> = futures::stream::iter(phase.iter().copied())
+            .map(|m| async move { (m, cluster.apply(m).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut failures = Vec::new();
+        for (m, result) in results {
+            match result {
+                Ok(_) => applied.push(m.key.clone()),
+                Err(e) => failures.push(ObjectFailure::new(m, e)),
+            }
+        }
+        if !failures.is_empty() {
+            failures.sort_by(|a, b| a.key.cmp(&b.key));
+            return (applied, failures);
+        }
+        if index == 0 {
+            let crds: Vec<String> = phase.iter().map(|m| m.key.name.clone()).collect();
+            if let Err(e) = cluster.wait_established(&crds, CRD_ESTABLISH_TIMEOUT).await {
+                let failures = phase.iter().map(|m| ObjectFailure::new(m, clone_timeout(&e))).collect();
+                return (applied, failures);
+            }
+        }
+    }
+    (applied, Vec::new())
+}
+
+fn clone_timeout(e: &KubeError) -> KubeError {
+    KubeError::Timeout {
+        what: e.to_string(),
+        after: CRD_ESTABLISH_TIMEOUT,
+    }
+}
+
+/// Outcome of deleting a set of objects.
+#[derive(Debug, Default)]
+pub struct Deletions {
+    pub deleted: Vec<ObjectKey>,
+    /// Present but not gitopsd's for this environment: left alone.
+    pub not_owned: Vec<ObjectKey>,
+    pub failures: Vec<ObjectFailure>,
+}
+
+/// Deletes objects in reverse dependency order; only objects gitopsd owns are touched.
+pub async fn delete_all(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Deletions {
+    let mut out = Deletions::default();
+    let phases = by_phase(cluster, objects).await;
+    for phase in phases.iter().rev() {
+        let results: Vec<(&Manifest, Result<DeleteOutcome, KubeError>)> = futures::stream::iter(phase.iter().copied())
+            .map(|m| async move { (m, cluster.delete(m).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for (m, result) in results {
+            match result {
+                Ok(DeleteOutcome::Deleted) | Ok(DeleteOutcome::AlreadyGone) => out.deleted.push(m.key.clone()),
+                Ok(DeleteOutcome::NotOwned) => out.not_owned.push(m.key.clone()),
+                Err(e) => out.failures.push(ObjectFailure::new(m, e)),
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,428 @@
+//! Kubernetes effects: discovery, server-side dry-run, server-side apply, ownership-checked delete,
+//! and the inventory of what gitopsd owns for an environment.
+
+pub mod apply;
+pub mod health;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{Discovery, Scope, verbs};
+use kube::{Client, Config};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::config::{EnvironmentConfig, KubernetesConfig};
+use crate::manifest::{Manifest, ObjectKey};
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "gitopsd";
+/// Ownership: gitopsd only ever deletes objects carrying both labels with its environment.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "gitopsd";
+pub const ENV_LABEL: &str = "gitopsd.dev/environment";
+pub const ENV_ANNOTATION: &str = "gitopsd.dev/environment";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("kubeconfig {path}: {message}")]
+    Config { path: String, message: String },
+    #[error("{object}: kind {kind} ({api_version}) is not served by the cluster")]
+    UnknownKind {
+        object: String,
+        api_version: String,
+        kind: String,
+    },
+    #[error("{object}: {verb} refused ({code} {reason}): {message}")]
+    Api {
+        object: String,
+        verb: &'static str,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("{object}: {verb}: {message}")]
+    Transport {
+        object: String,
+        verb: &'static str,
+        message: String,
+    },
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout { what: String, after: Duration },
+}
+
+impl KubeError {
+    /// Throttling, server errors and transport failures may succeed later; refusals will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KubeError::Api { code, .. } => matches!(code, 429 | 500 | 502 | 503 | 504),
+            KubeError::Transport { .. } | KubeError::Timeout { .. } => true,
+            KubeError::Config { .. } | KubeError::UnknownKind { .. } => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, KubeError::Api { code: 404, .. })
+    }
+
+    /// The API's own message without our prefix, for notes and previews.
+    pub fn reason(&self) -> String {
+        match self {
+            KubeError::Api { message, reason, .. } if !reason.is_empty() => format!("{reason}: {message}"),
+            KubeError::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    fn from_kube(object: &str, verb: &'static str, err: kube::Error) -> KubeError {
+        match err {
+            kube::Error::Api(status) => KubeError::Api {
+                object: object.to_string(),
+                verb,
+                code: status.code,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+            },
+            other => KubeError::Transport {
+                object: object.to_string(),
+                verb,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Where an object lives in the API.
+#[derive(Clone)]
+pub struct Target {
+    pub api: Api<DynamicObject>,
+    pub resource: ApiResource,
+    pub namespaced: bool,
+    /// Effective namespace (defaulted for namespaced kinds).
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// Result of an ownership-checked delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    AlreadyGone,
+    /// Exists but is not gitopsd's for this environment: left alone.
+    NotOwned,
+}
+
+/// An object gitopsd owns in the cluster for one environment.
+#[derive(Debug, Clone)]
+pub struct OwnedObject {
+    pub key: ObjectKey,
+    pub api_version: String,
+}
+
+/// One environment's cluster.
+pub struct Cluster {
+    client: Client,
+    env: String,
+    default_namespace: String,
+    force: bool,
+    kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+}
+
+impl Cluster {
+    /// Builds a client from the environment's kubeconfig (and context).
+    pub async fn connect(k8s: &KubernetesConfig, env: &EnvironmentConfig) -> Result<Cluster, KubeError> {
+        let options = KubeConfigOptions {
+            context: k8s.context.clone(),
+            ..Default::default()
+        };
+        let path = k8s
+            .kubeconfig
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(default)".to_string());
+        let config_err = |message: String| KubeError::Config {
+            path: path.clone(),
+            message,
+        };
+        let config = match &k8s.kubeconfig {
+            Some(file) => {
+                let kubeconfig = Kubeconfig::read_from(file).map_err(|e| config_err(e.to_string()))?;
+                Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| config_err(e.to_string()))?
+            }
+            None => Config::from_kubeconfig(&options).await.map_err(|e| config_err(e.to_string()))?,
+        };
+        let client = Client::try_from(config).map_err(|e| config_err(e.to_string()))?;
+        Ok(Cluster::new(client, &env.name, &env.namespace, env.force_conflicts))
+    }
+
+    pub fn new(client: Client, env: &str, default_namespace: &str, force: bool) -> Cluster {
+        Cluster {
+            client,
+            env: env.to_string(),
+            default_namespace: default_namespace.to_string(),
+            force,
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn environment(&self) -> &str {
+        &self.env
+    }
+
+    /// Resolves a kind through discovery (cached; a miss asks again, so CRDs created a moment ago
+    /// are found). `None` when the cluster does not serve it.
+    async fn kind(&self, object: &str, api_version: &str, kind: &str) -> Result<Option<(ApiResource, bool)>, KubeError> {
+        let cache_key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = self.kinds.lock().await.get(&cache_key) {
+            return Ok(Some(found.clone()));
+        }
+        let (group, version) = match api_version.rsplit_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((resource, caps)) => {
+                let namespaced = caps.scope == Scope::Namespaced;
+                self.kinds.lock().await.insert(cache_key, (resource.clone(), namespaced));
+                Ok(Some((resource, namespaced)))
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(kube::Error::Discovery(_)) => Ok(None),
+            Err(e) => Err(KubeError::from_kube(object, "discover", e)),
+        }
+    }
+
+    /// Where `m` lives, with its namespace defaulted (namespaced kinds) or dropped (cluster-scoped).
+    pub async fn target(&self, m: &Manifest) -> Result<Target, KubeError> {
+        let object = m.key.to_string();
+        let (resource, namespaced) =
+            self.kind(&object, &m.api_version, &m.key.kind)
+                .await?
+                .ok_or_else(|| KubeError::UnknownKind {
+                    object: object.clone(),
+                    api_version: m.api_version.clone(),
+                    kind: m.key.kind.clone(),
+                })?;
+        let (api, namespace) = if namespaced {
+            let ns = m.key.namespace.clone().unwrap_or_else(|| self.default_namespace.clone());
+            (Api::namespaced_with(self.client.clone(), &ns, &resource), Some(ns))
+        } else {
+            (Api::all_with(self.client.clone(), &resource), None)
+        };
+        Ok(Target {
+            api,
+            resource,
+            namespaced,
+            namespace,
+            name: m.key.name.clone(),
+        })
+    }
+
+    /// The object as sent: the manifest plus ownership marks and the effective namespace.
+    pub fn desired_object(&self, m: &Manifest, target: &Target) -> Value {
+        let mut body = m.body.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.remove("status");
+            let metadata = obj.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+            if let Some(meta) = metadata.as_object_mut() {
+                match &target.namespace {
+                    Some(ns) => {
+                        meta.insert("namespace".into(), Value::String(ns.clone()));
+                    }
+                    None => {
+                        meta.remove("namespace");
+                    }
+                }
+                let labels = meta.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+                    labels.insert(ENV_LABEL.into(), Value::String(self.env.clone()));
+                }
+                let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+                if let Some(annotations) = annotations.as_object_mut() {
+                    annotations.insert(ENV_ANNOTATION.into(), Value::String(self.env.clone()));
+                }
+            }
+        }
+        body
+    }
+
+    fn patch_params(&self, dry_run: bool) -> PatchParams {
+        let mut params = PatchParams::apply(FIELD_MANAGER).validation_strict();
+        if self.force {
+            params = params.force();
+        }
+        if dry_run {
+            params = params.dry_run();
+        }
+        params
+    }
+
+    async fn patch(&self, m: &Manifest, dry_run: bool) -> Result<DynamicObject, KubeError> {
+        let target = self.target(m).await?;
+        let body = self.desired_object(m, &target);
+        let verb = if dry_run { "dry-run apply" } else { "apply" };
+        target
+            .api
+            .patch(&target.name, &self.patch_params(dry_run), &Patch::Apply(&body))
+            .await
+            .map_err(|e| KubeError::from_kube(&describe(m, &target), verb, e))
+    }
+
+    /// Server-side dry-run of a server-side apply: admission, schema and conflicts, no change.
+    pub async fn dry_run(&self, m: &Manifest) -> Result<DynamicObject, KubeError> {
+        self.patch(m, true).await
+    }
+
+    /// Server-side apply with field manager `gitopsd`.
+    pub async fn apply(&self, m: &Manifest) -> Result<DynamicObject, KubeError> {
+        self.patch(m, false).await
+    }
+
+    /// The live object, if any.
+    pub async fn get(&self, m: &Manifest) -> Result<Option<DynamicObject>, KubeError> {
+        let target = self.target(m).await?;
+        target
+            .api
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| KubeError::from_kube(&describe(m, &target), "get", e))
+    }
+
+    /// Whether a live object is gitopsd's for this environment.
+    pub fn owns(&self, obj: &DynamicObject) -> bool {
+        let labels = obj.metadata.labels.as_ref();
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE) && label(ENV_LABEL) == Some(self.env.as_str())
+    }
+
+    /// Deletes `m` only if gitopsd owns it for this environment.
+    pub async fn delete(&self, m: &Manifest) -> Result<DeleteOutcome, KubeError> {
+        let target = match self.target(m).await {
+            Ok(t) => t,
+            // A kind the cluster no longer serves has nothing left to delete.
+            Err(KubeError::UnknownKind { .. }) => return Ok(DeleteOutcome::AlreadyGone),
+            Err(e) => return Err(e),
+        };
+        let object = describe(m, &target);
+        let live = target
+            .api
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| KubeError::from_kube(&object, "get", e))?;
+        let Some(live) = live else { return Ok(DeleteOutcome::AlreadyGone) };
+        if !self.owns(&live) {
+            return Ok(DeleteOutcome::NotOwned);
+        }
+        let mut params = DeleteParams::background();
+        // Only delete the object we checked, not a re-created namesake.
+        if let Some(uid) = live.metadata.uid.clone() {
+            params = params.preconditions(kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            });
+        }
+        match target.api.delete(&target.name, &params).await {
+            Ok(_) => Ok(DeleteOutcome::Deleted),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(DeleteOutcome::AlreadyGone),
+            Err(e) => Err(KubeError::from_kube(&object, "delete", e)),
+        }
+    }
+
+    /// Waits until the named CRDs report `Established`.
+    pub async fn wait_established(&self, crds: &[String], timeout: Duration) -> Result<(), KubeError> {
+        if crds.is_empty() {
+            return Ok(());
+        }
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        );
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for name in crds {
+            loop {
+                let obj = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| KubeError::from_kube(&format!("CustomResourceDefinition {name}"), "get", e))?;
+                let established = obj
+                    .as_ref()
+                    .map(|o| health::condition_true(&o.data, "Established"))
+                    .unwrap_or(false);
+                if established {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(KubeError::Timeout {
+                        what: format!("CustomResourceDefinition {name} to be Established"),
+                        after: timeout,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Kinds served by new CRDs must be discovered afresh.
+        self.kinds.lock().await.clear();
+        Ok(())
+    }
+
+    /// Everything in the cluster labelled as gitopsd's for this environment (all listable kinds).
+    pub async fn owned_objects(&self) -> Result<Vec<OwnedObject>, KubeError> {
+        let discovery = Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(|e| KubeError::from_kube("cluster", "discover", e))?;
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ENV_LABEL}={}", self.env);
+        let mut out = Vec::new();
+        for group in discovery.groups() {
+            for (resource, caps) in group.recommended_resources() {
+                if !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE) {
+                    continue;
+                }
+                // Events and the like are never applied; skip noise.
+                if resource.kind == "Event" {
+                    continue;
+                }
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+                let list = match api.list_metadata(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => list,
+                    // Not allowed to list a kind means we never applied it with these credentials.
+                    Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => continue,
+                    Err(e) => return Err(KubeError::from_kube(&resource.kind, "list", e)),
+                };
+                for item in list.items {
+                    let Some(name) = item.metadata.name.clone() else { continue };
+                    out.push(OwnedObject {
+                        key: ObjectKey {
+                            group: resource.group.clone(),
+                            kind: resource.kind.clone(),
+                            namespace: item.metadata.namespace.clone(),
+                            name,
+                        },
+                        api_version: resource.api_version.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn describe(m: &Manifest, target: &Target) -> String {
+    let kind = &m.key.kind;
+    match &target.namespace {
+        Some(ns) => format!("{kind} {ns}/{}", target.name),
+        None => format!("{kind} {}", target.name),
+    }
+}
