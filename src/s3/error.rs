@@ -1,0 +1,282 @@
+//! Errors of the S3 layer: every one names the bucket, the S3 call and (where there is one) the
+//! object key, and says whether retrying may help. Messages are scrubbed of anything that looks
+//! like a credential or a presigned URL before they are stored.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+/// An S3 failure.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// An S3 API call failed.
+    #[error("S3 {call} on bucket {bucket}{}: {}{message}", key_suffix(key), code_prefix(code, *status))]
+    Api {
+        bucket: String,
+        /// The S3 operation, e.g. `PutBucketVersioning`.
+        call: &'static str,
+        key: Option<String>,
+        /// S3 error code (`AccessDenied`, `SlowDown`, ...), when the server sent one.
+        code: Option<String>,
+        /// HTTP status, when a response arrived.
+        status: Option<u16>,
+        message: String,
+        transient: bool,
+    },
+    /// `deletionPolicy: Delete` on a bucket that still holds objects.
+    #[error(
+        "bucket {bucket} is not empty: deletionPolicy Delete removes a bucket only when it is empty; \
+         empty it first or set deletionPolicy: Retain"
+    )]
+    NotEmpty { bucket: String },
+    /// An object key computed from the source folder is not acceptable.
+    #[error("bucket {bucket}: object key {key:?} (from {path}) is invalid: {reason}")]
+    InvalidKey {
+        bucket: String,
+        key: String,
+        path: String,
+        reason: String,
+    },
+    /// A file is bigger than `objects.maxFileSize`.
+    #[error("bucket {bucket}: {path} is {size} bytes, more than objects.maxFileSize ({max} bytes); key {key}")]
+    FileTooLarge {
+        bucket: String,
+        key: String,
+        path: String,
+        size: u64,
+        max: u64,
+    },
+    /// Reading the source folder (the repository) failed.
+    #[error("bucket {bucket}: reading {path} from the repository: {message}")]
+    Source {
+        bucket: String,
+        path: String,
+        message: String,
+    },
+    /// The live bucket cannot be made equal to the spec (e.g. it lives in another region).
+    #[error("bucket {bucket}: {call}: {message}")]
+    Conflict {
+        bucket: String,
+        call: &'static str,
+        message: String,
+    },
+    /// Plan and spec do not belong together, or the plan is impossible to apply.
+    #[error("bucket {bucket}: invalid plan: {message}")]
+    InvalidPlan { bucket: String, message: String },
+}
+
+fn key_suffix(key: &Option<String>) -> String {
+    match key {
+        Some(k) => format!(" key {k:?}"),
+        None => String::new(),
+    }
+}
+
+fn code_prefix(code: &Option<String>, status: Option<u16>) -> String {
+    match (code, status) {
+        (Some(c), Some(s)) => format!("{c} (HTTP {s}): "),
+        (Some(c), None) => format!("{c}: "),
+        (None, Some(s)) => format!("HTTP {s}: "),
+        (None, None) => String::new(),
+    }
+}
+
+/// Codes that S3 and compatible servers use for throttling and passing trouble.
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+    "PriorRequestNotComplete",
+    "IDPCommunicationError",
+    "EC2ThrottledException",
+    "TransactionInProgressException",
+];
+
+impl S3Error {
+    /// Whether the same call may succeed later: throttling, 5xx, timeouts and connection
+    /// failures are transient; AccessDenied, NoSuchBucket, validation and conflicts are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            S3Error::Api { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// The bucket the error is about.
+    pub fn bucket(&self) -> &str {
+        match self {
+            S3Error::Api { bucket, .. }
+            | S3Error::NotEmpty { bucket }
+            | S3Error::InvalidKey { bucket, .. }
+            | S3Error::FileTooLarge { bucket, .. }
+            | S3Error::Source { bucket, .. }
+            | S3Error::Conflict { bucket, .. }
+            | S3Error::InvalidPlan { bucket, .. } => bucket,
+        }
+    }
+
+    /// The S3 error code, when the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            S3Error::Api { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Builds an error for a failed SDK call.
+    pub(crate) fn from_sdk<E, R>(bucket: &str, call: &'static str, key: Option<&str>, err: &SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + HttpStatus,
+    {
+        let status = err.raw_response().map(HttpStatus::status_code);
+        let (code, message, transient) = match err {
+            SdkError::ConstructionFailure(_) => (None, describe(err), false),
+            SdkError::TimeoutError(_) => (None, "timed out".to_string(), true),
+            SdkError::DispatchFailure(d) => {
+                let transient = !d.is_user();
+                (None, describe(err), transient)
+            }
+            SdkError::ResponseError(_) => (None, describe(err), status.is_none_or(|s| s >= 500 || s == 429)),
+            _ => {
+                let code = err.code().map(str::to_string);
+                let message = err.message().map(str::to_string).unwrap_or_else(|| describe(err));
+                let transient = status.is_some_and(|s| s >= 500 || s == 429)
+                    || code.as_deref().is_some_and(|c| TRANSIENT_CODES.contains(&c));
+                (code, message, transient)
+            }
+        };
+        S3Error::Api {
+            bucket: bucket.to_string(),
+            call,
+            key: key.map(str::to_string),
+            code,
+            status,
+            message: redact(&message),
+            transient,
+        }
+    }
+}
+
+/// The HTTP status of a raw response (lets [`S3Error::from_sdk`] stay generic over response types).
+pub(crate) trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    aws_sdk_s3::error::DisplayErrorContext(err).to_string()
+}
+
+/// Whether an SDK error says the bucket does not exist.
+pub(crate) fn is_no_such_bucket<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+    R: HttpStatus,
+{
+    matches!(err.code(), Some("NoSuchBucket" | "NotFound"))
+        || (matches!(err, SdkError::ServiceError(_)) && err.raw_response().map(HttpStatus::status_code) == Some(404))
+}
+
+/// Removes anything that could be a secret from a message: presigned-URL query parameters,
+/// signatures, security tokens and `user:password@` in URLs.
+pub fn redact(message: &str) -> String {
+    const SECRET_PARAMS: &[&str] = &[
+        "x-amz-signature=",
+        "x-amz-credential=",
+        "x-amz-security-token=",
+        "signature=",
+        "awsaccesskeyid=",
+        "x-amz-date=",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let lower = message.to_ascii_lowercase();
+    let bytes = message.as_bytes();
+    let mut i = 0;
+    'outer: while i < bytes.len() {
+        for param in SECRET_PARAMS {
+            if lower[i..].starts_with(param) && (i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'')) {
+                out.push_str(&message[i..i + param.len()]);
+                out.push_str("REDACTED");
+                i += param.len();
+                while i < bytes.len() && !matches!(bytes[i], b'&' | b' ' | b'"' | b'\'' | b'\n' | b'>' | b'<') {
+                    i += 1;
+                }
+                continue 'outer;
+            }
+        }
+        // `scheme://user:pass@host` → `scheme://REDACTED@host`
+        if lower[i..].starts_with("://") {
+            let rest = &message[i + 3..];
+            let end = rest.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(rest.len());
+            if let Some(at) = rest[..end].rfind('@') {
+                out.push_str("://REDACTED@");
+                i += 3 + at + 1;
+                continue;
+            }
+        }
+        // Copy one whole character.
+        let ch_len = message[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&message[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_presigned_urls_and_userinfo() {
+        let m = "GET https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA123%2F2024&X-Amz-Signature=abcdef&x=1 failed";
+        let r = redact(m);
+        assert!(!r.contains("AKIA123"), "{r}");
+        assert!(!r.contains("abcdef"), "{r}");
+        assert!(r.contains("x=1 failed"), "{r}");
+        let r = redact("connect to http://admin:hunter2@minio:9000/bucket refused");
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(r.contains("minio:9000/bucket"), "{r}");
+        assert_eq!(redact("plain ünïcode message"), "plain ünïcode message");
+    }
+
+    #[test]
+    fn transience_and_display() {
+        let e = S3Error::Api {
+            bucket: "b".into(),
+            call: "PutBucketVersioning",
+            key: None,
+            code: Some("SlowDown".into()),
+            status: Some(503),
+            message: "reduce your request rate".into(),
+            transient: true,
+        };
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "S3 PutBucketVersioning on bucket b: SlowDown (HTTP 503): reduce your request rate"
+        );
+        let e = S3Error::NotEmpty { bucket: "b".into() };
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("not empty"));
+    }
+}
