@@ -399,14 +399,13 @@ pub fn git_isolated_env() -> Vec<(String, String)> {
 
 impl Testbed {
     /// [`git_isolated_env`] plus what the git CLI needs to reach the testbed: the HTTPS CA
-    /// (http.sslCAInfo via GIT_CONFIG_COUNT) and GIT_SSH_COMMAND with the test key and known_hosts.
+    /// (GIT_SSL_CAINFO) and GIT_SSH_COMMAND with the test key and known_hosts.
     /// HTTPS credentials still go in the URL or a credential helper.
     pub fn git_cli_env(&self) -> Vec<(String, String)> {
         let mut env = git_isolated_env();
-        env.push(("GIT_CONFIG_COUNT".into(), "1".into()));
-        env.push(("GIT_CONFIG_KEY_0".into(), "http.sslCAInfo".into()));
+        // GIT_SSL_CAINFO rather than http.sslCAInfo: it wins over an inherited GIT_SSL_CAINFO.
         env.push((
-            "GIT_CONFIG_VALUE_0".into(),
+            "GIT_SSL_CAINFO".into(),
             self.env("GITOPSD_TEST_GIT_CA").into(),
         ));
         env.push((
