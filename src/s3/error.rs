@@ -36,7 +36,9 @@ pub enum S3Error {
         reason: String,
     },
     /// A file is bigger than `objects.maxFileSize`.
-    #[error("bucket {bucket}: {path} is {size} bytes, more than objects.maxFileSize ({max} bytes); key {key}")]
+    #[error(
+        "bucket {bucket}: {path} is {size} bytes, more than objects.maxFileSize ({max} bytes); key {key}"
+    )]
     FileTooLarge {
         bucket: String,
         key: String,
@@ -134,7 +136,12 @@ impl S3Error {
     }
 
     /// Builds an error for a failed SDK call.
-    pub(crate) fn from_sdk<E, R>(bucket: &str, call: &'static str, key: Option<&str>, err: &SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(
+        bucket: &str,
+        call: &'static str,
+        key: Option<&str>,
+        err: &SdkError<E, R>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + HttpStatus,
@@ -147,12 +154,21 @@ impl S3Error {
                 let transient = !d.is_user();
                 (None, describe(err), transient)
             }
-            SdkError::ResponseError(_) => (None, describe(err), status.is_none_or(|s| s >= 500 || s == 429)),
+            SdkError::ResponseError(_) => (
+                None,
+                describe(err),
+                status.is_none_or(|s| s >= 500 || s == 429),
+            ),
             _ => {
                 let code = err.code().map(str::to_string);
-                let message = err.message().map(str::to_string).unwrap_or_else(|| describe(err));
+                let message = err
+                    .message()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| describe(err));
                 let transient = status.is_some_and(|s| s >= 500 || s == 429)
-                    || code.as_deref().is_some_and(|c| TRANSIENT_CODES.contains(&c));
+                    || code
+                        .as_deref()
+                        .is_some_and(|c| TRANSIENT_CODES.contains(&c));
                 (code, message, transient)
             }
         };
@@ -194,7 +210,8 @@ where
     R: HttpStatus,
 {
     matches!(err.code(), Some("NoSuchBucket" | "NotFound"))
-        || (matches!(err, SdkError::ServiceError(_)) && err.raw_response().map(HttpStatus::status_code) == Some(404))
+        || (matches!(err, SdkError::ServiceError(_))
+            && err.raw_response().map(HttpStatus::status_code) == Some(404))
 }
 
 /// Removes anything that could be a secret from a message: presigned-URL query parameters,
@@ -214,11 +231,15 @@ pub fn redact(message: &str) -> String {
     let mut i = 0;
     'outer: while i < bytes.len() {
         for param in SECRET_PARAMS {
-            if lower[i..].starts_with(param) && (i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'')) {
+            if lower[i..].starts_with(param)
+                && (i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b' ' | b'"' | b'\''))
+            {
                 out.push_str(&message[i..i + param.len()]);
                 out.push_str("REDACTED");
                 i += param.len();
-                while i < bytes.len() && !matches!(bytes[i], b'&' | b' ' | b'"' | b'\'' | b'\n' | b'>' | b'<') {
+                while i < bytes.len()
+                    && !matches!(bytes[i], b'&' | b' ' | b'"' | b'\'' | b'\n' | b'>' | b'<')
+                {
                     i += 1;
                 }
                 continue 'outer;
@@ -227,7 +248,9 @@ pub fn redact(message: &str) -> String {
         // `scheme://user:pass@host` → `scheme://REDACTED@host`
         if lower[i..].starts_with("://") {
             let rest = &message[i + 3..];
-            let end = rest.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| c == '/' || c.is_whitespace())
+                .unwrap_or(rest.len());
             if let Some(at) = rest[..end].rfind('@') {
                 out.push_str("://REDACTED@");
                 i += 3 + at + 1;

@@ -8,8 +8,8 @@ use aws_sdk_s3::types as t;
 
 use super::error::{HttpStatus, S3Error, is_no_such_bucket};
 use super::spec::{
-    BucketConfig, CorsRule, Encryption, Field, LifecycleRule, PublicAccessBlock, RuleStatus, SseType, Transition,
-    VersioningStatus, canonical_policy,
+    BucketConfig, CorsRule, Encryption, Field, LifecycleRule, PublicAccessBlock, RuleStatus,
+    SseType, Transition, VersioningStatus, canonical_policy,
 };
 
 /// What the Get* calls returned for an existing bucket.
@@ -50,7 +50,8 @@ where
                 return Ok(Got::Absent);
             }
             let status = e.raw_response().map(HttpStatus::status_code);
-            if matches!(e.code(), Some("NotImplemented" | "XNotImplemented")) || status == Some(501) {
+            if matches!(e.code(), Some("NotImplemented" | "XNotImplemented")) || status == Some(501)
+            {
                 return Ok(Got::Unsupported);
             }
             Err(S3Error::from_sdk(bucket, call, None, &e))
@@ -59,7 +60,10 @@ where
 }
 
 /// HeadBucket: `None` when the bucket does not exist, else the region the server reports.
-pub(crate) async fn head_bucket(client: &Client, bucket: &str) -> Result<Option<Option<String>>, S3Error> {
+pub(crate) async fn head_bucket(
+    client: &Client,
+    bucket: &str,
+) -> Result<Option<Option<String>>, S3Error> {
     match client.head_bucket().bucket(bucket).send().await {
         Ok(out) => Ok(Some(out.bucket_region().map(str::to_string))),
         Err(e) if is_no_such_bucket(&e) => Ok(None),
@@ -73,14 +77,30 @@ pub(crate) async fn read_config(
     bucket: &str,
     wanted: &BucketConfig,
 ) -> Result<(BucketConfig, Vec<Field>), S3Error> {
+    // Boxed: SDK futures are large, seven of them side by side overflow small (test) stacks.
     let (versioning, encryption, lifecycle, pab, policy, tags, cors) = futures::try_join!(
-        opt(wanted.has(Field::Versioning), read_versioning(client, bucket)),
-        opt(wanted.has(Field::Encryption), read_encryption(client, bucket)),
-        opt(wanted.has(Field::Lifecycle), read_lifecycle(client, bucket)),
-        opt(wanted.has(Field::PublicAccessBlock), read_pab(client, bucket)),
-        opt(wanted.has(Field::Policy), read_policy(client, bucket)),
-        opt(wanted.has(Field::Tags), read_tags(client, bucket)),
-        opt(wanted.has(Field::Cors), read_cors(client, bucket)),
+        opt(
+            wanted.has(Field::Versioning),
+            Box::pin(read_versioning(client, bucket))
+        ),
+        opt(
+            wanted.has(Field::Encryption),
+            Box::pin(read_encryption(client, bucket))
+        ),
+        opt(
+            wanted.has(Field::Lifecycle),
+            Box::pin(read_lifecycle(client, bucket))
+        ),
+        opt(
+            wanted.has(Field::PublicAccessBlock),
+            Box::pin(read_pab(client, bucket))
+        ),
+        opt(
+            wanted.has(Field::Policy),
+            Box::pin(read_policy(client, bucket))
+        ),
+        opt(wanted.has(Field::Tags), Box::pin(read_tags(client, bucket))),
+        opt(wanted.has(Field::Cors), Box::pin(read_cors(client, bucket))),
     )?;
     let mut config = BucketConfig::default();
     let mut unsupported = Vec::new();
@@ -108,7 +128,11 @@ async fn opt<T>(
     wanted: bool,
     fut: impl Future<Output = Result<Got<T>, S3Error>>,
 ) -> Result<Option<Got<T>>, S3Error> {
-    if wanted { fut.await.map(Some) } else { Ok(None) }
+    if wanted {
+        fut.await.map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 async fn read_versioning(client: &Client, bucket: &str) -> Result<Got<VersioningStatus>, S3Error> {
@@ -141,7 +165,10 @@ fn absent_as<T>(got: Got<T>, none: T) -> Got<T> {
     }
 }
 
-async fn read_encryption(client: &Client, bucket: &str) -> Result<Got<Option<Encryption>>, S3Error> {
+async fn read_encryption(
+    client: &Client,
+    bucket: &str,
+) -> Result<Got<Option<Encryption>>, S3Error> {
     let got = classify(
         bucket,
         "GetBucketEncryption",
@@ -149,7 +176,9 @@ async fn read_encryption(client: &Client, bucket: &str) -> Result<Got<Option<Enc
         client.get_bucket_encryption().bucket(bucket).send().await,
     )?;
     let got = map_got(got, |out| {
-        let rule = out.server_side_encryption_configuration().and_then(|c| c.rules().first())?;
+        let rule = out
+            .server_side_encryption_configuration()
+            .and_then(|c| c.rules().first())?;
         let default = rule.apply_server_side_encryption_by_default()?;
         let sse_type = SseType::from_algorithm(default.sse_algorithm().as_str())?;
         Some(Encryption {
@@ -166,7 +195,11 @@ async fn read_lifecycle(client: &Client, bucket: &str) -> Result<Got<Vec<Lifecyc
         bucket,
         "GetBucketLifecycleConfiguration",
         &["NoSuchLifecycleConfiguration"],
-        client.get_bucket_lifecycle_configuration().bucket(bucket).send().await,
+        client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await,
     )?;
     let got = map_got(got, |out| {
         let mut rules: Vec<LifecycleRule> = out.rules().iter().map(rule_from_sdk).collect();
@@ -259,7 +292,9 @@ fn rule_from_sdk(r: &t::LifecycleRule) -> LifecycleRule {
         transitions,
         expiration_days,
         noncurrent_version_expiration_days,
-        abort_incomplete_multipart_upload_days: r.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()),
+        abort_incomplete_multipart_upload_days: r
+            .abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation()),
         unsupported,
     }
 }
@@ -283,7 +318,10 @@ async fn read_pab(client: &Client, bucket: &str) -> Result<Got<PublicAccessBlock
     Ok(absent_as(got, PublicAccessBlock::ALL_FALSE))
 }
 
-async fn read_policy(client: &Client, bucket: &str) -> Result<Got<Option<serde_json::Value>>, S3Error> {
+async fn read_policy(
+    client: &Client,
+    bucket: &str,
+) -> Result<Got<Option<serde_json::Value>>, S3Error> {
     let got = classify(
         bucket,
         "GetBucketPolicy",
@@ -301,7 +339,10 @@ async fn read_policy(client: &Client, bucket: &str) -> Result<Got<Option<serde_j
     Ok(absent_as(got, None))
 }
 
-async fn read_tags(client: &Client, bucket: &str) -> Result<Got<BTreeMap<String, String>>, S3Error> {
+async fn read_tags(
+    client: &Client,
+    bucket: &str,
+) -> Result<Got<BTreeMap<String, String>>, S3Error> {
     let got = classify(
         bucket,
         "GetBucketTagging",
@@ -362,12 +403,19 @@ pub(crate) async fn write_field(
     new_bucket: bool,
 ) -> Result<u32, S3Error> {
     let call = |name: &'static str| {
-        tracing::info!(bucket, call = name, field = field.name(), "writing bucket configuration");
+        tracing::info!(
+            bucket,
+            call = name,
+            field = field.name(),
+            "writing bucket configuration"
+        );
         name
     };
     match field {
         Field::Versioning => {
-            let Some(status) = desired.versioning else { return Ok(0) };
+            let Some(status) = desired.versioning else {
+                return Ok(0);
+            };
             let status = match status {
                 VersioningStatus::Enabled => t::BucketVersioningStatus::Enabled,
                 VersioningStatus::Suspended => t::BucketVersioningStatus::Suspended,
@@ -377,13 +425,17 @@ pub(crate) async fn write_field(
             client
                 .put_bucket_versioning()
                 .bucket(bucket)
-                .versioning_configuration(t::VersioningConfiguration::builder().status(status).build())
+                .versioning_configuration(
+                    t::VersioningConfiguration::builder().status(status).build(),
+                )
                 .send()
                 .await
                 .map_err(|e| S3Error::from_sdk(bucket, name, None, &e))?;
         }
         Field::Encryption => {
-            let Some(enc) = &desired.encryption else { return Ok(0) };
+            let Some(enc) = &desired.encryption else {
+                return Ok(0);
+            };
             match enc {
                 None => {
                     let name = call("DeleteBucketEncryption");
@@ -401,7 +453,8 @@ pub(crate) async fn write_field(
                         .set_kms_master_key_id(enc.kms_key_id.clone())
                         .build()
                         .map_err(|e| build_err(bucket, name, e))?;
-                    let mut rule = t::ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(default);
+                    let mut rule = t::ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(default);
                     if enc.sse_type != SseType::SseS3 || enc.bucket_key_enabled {
                         rule = rule.bucket_key_enabled(enc.bucket_key_enabled);
                     }
@@ -420,7 +473,9 @@ pub(crate) async fn write_field(
             }
         }
         Field::Lifecycle => {
-            let Some(rules) = &desired.lifecycle else { return Ok(0) };
+            let Some(rules) = &desired.lifecycle else {
+                return Ok(0);
+            };
             if rules.is_empty() {
                 if new_bucket {
                     return Ok(0);
@@ -452,7 +507,9 @@ pub(crate) async fn write_field(
             }
         }
         Field::PublicAccessBlock => {
-            let Some(p) = &desired.public_access_block else { return Ok(0) };
+            let Some(p) = &desired.public_access_block else {
+                return Ok(0);
+            };
             let name = call("PutPublicAccessBlock");
             client
                 .put_public_access_block()
@@ -470,7 +527,9 @@ pub(crate) async fn write_field(
                 .map_err(|e| S3Error::from_sdk(bucket, name, None, &e))?;
         }
         Field::Policy => {
-            let Some(policy) = &desired.policy else { return Ok(0) };
+            let Some(policy) = &desired.policy else {
+                return Ok(0);
+            };
             match policy {
                 None => {
                     if new_bucket {
@@ -486,7 +545,8 @@ pub(crate) async fn write_field(
                 }
                 Some(doc) => {
                     let name = call("PutBucketPolicy");
-                    let text = serde_json::to_string(doc).map_err(|e| build_err(bucket, name, e))?;
+                    let text =
+                        serde_json::to_string(doc).map_err(|e| build_err(bucket, name, e))?;
                     client
                         .put_bucket_policy()
                         .bucket(bucket)
@@ -498,7 +558,9 @@ pub(crate) async fn write_field(
             }
         }
         Field::Tags => {
-            let Some(tags) = &desired.tags else { return Ok(0) };
+            let Some(tags) = &desired.tags else {
+                return Ok(0);
+            };
             if tags.is_empty() {
                 if new_bucket {
                     return Ok(0);
@@ -536,7 +598,9 @@ pub(crate) async fn write_field(
             }
         }
         Field::Cors => {
-            let Some(rules) = &desired.cors else { return Ok(0) };
+            let Some(rules) = &desired.cors else {
+                return Ok(0);
+            };
             if rules.is_empty() {
                 if new_bucket {
                     return Ok(0);
@@ -556,8 +620,12 @@ pub(crate) async fn write_field(
                         t::CorsRule::builder()
                             .set_allowed_origins(Some(r.allowed_origins.clone()))
                             .set_allowed_methods(Some(r.allowed_methods.clone()))
-                            .set_allowed_headers((!r.allowed_headers.is_empty()).then(|| r.allowed_headers.clone()))
-                            .set_expose_headers((!r.expose_headers.is_empty()).then(|| r.expose_headers.clone()))
+                            .set_allowed_headers(
+                                (!r.allowed_headers.is_empty()).then(|| r.allowed_headers.clone()),
+                            )
+                            .set_expose_headers(
+                                (!r.expose_headers.is_empty()).then(|| r.expose_headers.clone()),
+                            )
                             .set_max_age_seconds(r.max_age_seconds)
                             .build()
                             .map_err(|e| build_err(bucket, name, e))?,
@@ -588,7 +656,9 @@ fn rule_to_sdk(r: &LifecycleRule) -> Result<t::LifecycleRule, aws_sdk_s3::error:
     }
     let filter = match (r.tags.len(), r.prefix.is_some()) {
         (0, _) => t::LifecycleRuleFilter::builder().prefix(prefix).build(),
-        (1, false) => t::LifecycleRuleFilter::builder().set_tag(tags.pop()).build(),
+        (1, false) => t::LifecycleRuleFilter::builder()
+            .set_tag(tags.pop())
+            .build(),
         _ => t::LifecycleRuleFilter::builder()
             .and(
                 t::LifecycleRuleAndOperator::builder()
@@ -617,7 +687,11 @@ fn rule_to_sdk(r: &LifecycleRule) -> Result<t::LifecycleRule, aws_sdk_s3::error:
         b = b.expiration(t::LifecycleExpiration::builder().days(d).build());
     }
     if let Some(d) = r.noncurrent_version_expiration_days {
-        b = b.noncurrent_version_expiration(t::NoncurrentVersionExpiration::builder().noncurrent_days(d).build());
+        b = b.noncurrent_version_expiration(
+            t::NoncurrentVersionExpiration::builder()
+                .noncurrent_days(d)
+                .build(),
+        );
     }
     if let Some(d) = r.abort_incomplete_multipart_upload_days {
         b = b.abort_incomplete_multipart_upload(

@@ -29,10 +29,13 @@ use serde_json::Value;
 
 pub use error::S3Error;
 pub use live::LiveBucket;
-pub use objects::{MemorySource, ObjectPlan, ObjectSource, SHA256_METADATA, SourceFile, content_type, object_key};
+pub use objects::{
+    MemorySource, ObjectPlan, ObjectSource, SHA256_METADATA, SourceFile, content_type, object_key,
+};
 pub use spec::{
-    BucketConfig, BucketSpec, CorsRule, DeletionPolicy, Encryption, Field, LifecycleRule, ObjectSync, PublicAccessBlock,
-    RuleStatus, SseType, Transition, VersioningStatus, parse_bucket, validate_bucket_name,
+    BucketConfig, BucketSpec, CorsRule, DeletionPolicy, Encryption, Field, LifecycleRule,
+    ObjectSync, PublicAccessBlock, RuleStatus, SseType, Transition, VersioningStatus, parse_bucket,
+    validate_bucket_name,
 };
 
 /// Host-config side of S3 access (built by the config module).
@@ -76,7 +79,9 @@ pub async fn client_with_log(settings: &S3Settings) -> (Client, RequestLog) {
 async fn client_with(settings: &S3Settings, log: Option<RequestLog>) -> Client {
     use aws_sdk_s3::config::retry::RetryConfig;
     use aws_sdk_s3::config::timeout::TimeoutConfig;
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, RequestChecksumCalculation, ResponseChecksumValidation};
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, RequestChecksumCalculation, ResponseChecksumValidation,
+    };
 
     let retry = RetryConfig::standard()
         .with_max_attempts(5)
@@ -91,7 +96,13 @@ async fn client_with(settings: &S3Settings, log: Option<RequestLog>) -> Client {
     let mut builder = match (&settings.access_key_id, &settings.secret_access_key) {
         (Some(id), Some(secret)) => aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .credentials_provider(Credentials::new(id, secret, None, None, "gitopsd-host-config")),
+            .credentials_provider(Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "gitopsd-host-config",
+            )),
         _ => {
             let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(region.clone())
@@ -126,21 +137,33 @@ pub struct RequestLog {
 impl RequestLog {
     /// `(method, what)` pairs, e.g. `("GET", "ListObjectsV2")`, `("PUT", "object")`.
     pub fn entries(&self) -> Vec<(String, String)> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
     pub fn total(&self) -> usize {
         self.entries().len()
     }
     /// Requests that can change state (anything but GET and HEAD).
     pub fn writes(&self) -> usize {
-        self.entries().iter().filter(|(m, _)| m != "GET" && m != "HEAD").count()
+        self.entries()
+            .iter()
+            .filter(|(m, _)| m != "GET" && m != "HEAD")
+            .count()
     }
     /// Requests that are not ListObjectsV2.
     pub fn non_listing(&self) -> usize {
-        self.entries().iter().filter(|(_, w)| w != "ListObjectsV2").count()
+        self.entries()
+            .iter()
+            .filter(|(_, w)| w != "ListObjectsV2")
+            .count()
     }
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -182,7 +205,13 @@ impl Intercept for RequestLog {
 fn regional(client: &Client, spec: &BucketSpec) -> Client {
     match &spec.region {
         Some(r) if client.config().region().map(Region::as_ref) != Some(r.as_str()) => {
-            Client::from_conf(client.config().to_builder().region(Region::new(r.clone())).build())
+            Client::from_conf(
+                client
+                    .config()
+                    .to_builder()
+                    .region(Region::new(r.clone()))
+                    .build(),
+            )
         }
         _ => client.clone(),
     }
@@ -274,12 +303,23 @@ impl BucketPlan {
         let mut out = String::new();
         if before != after {
             let (old, new) = match self.action {
-                BucketAction::Create => ("/dev/null".to_string(), format!("desired/{}", self.bucket)),
+                BucketAction::Create => {
+                    ("/dev/null".to_string(), format!("desired/{}", self.bucket))
+                }
                 BucketAction::Delete => (format!("live/{}", self.bucket), "/dev/null".to_string()),
-                _ => (format!("live/{}", self.bucket), format!("desired/{}", self.bucket)),
+                _ => (
+                    format!("live/{}", self.bucket),
+                    format!("desired/{}", self.bucket),
+                ),
             };
             let diff = similar::TextDiff::from_lines(&before, &after);
-            out.push_str(&diff.unified_diff().context_radius(3).header(&old, &new).to_string());
+            out.push_str(
+                &diff
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&old, &new)
+                    .to_string(),
+            );
         }
         for w in &self.warnings {
             out.push_str(&format!("# warning: {w}\n"));
@@ -299,7 +339,11 @@ impl BucketPlan {
                 if listed == MAX_LISTED {
                     break;
                 }
-                let mark = if o.replaced.binary_search(key).is_ok() { '~' } else { '+' };
+                let mark = if o.replaced.binary_search(key).is_ok() {
+                    '~'
+                } else {
+                    '+'
+                };
                 out.push_str(&format!("{mark} {key}\n"));
                 listed += 1;
             }
@@ -375,11 +419,18 @@ pub async fn plan_bucket(
     objects: Option<&dyn ObjectSource>,
 ) -> Result<BucketPlan, S3Error> {
     let rclient = regional(client, spec);
-    let live = read_live(client, spec).await?;
+    let live = Box::pin(read_live(client, spec)).await?;
     let mut warnings = Vec::new();
     let object_plan = match (&spec.objects, objects) {
         (Some(sync), Some(source)) => {
-            objects::plan_objects(&rclient, &spec.name, sync, source, live.is_some()).await?
+            Box::pin(objects::plan_objects(
+                &rclient,
+                &spec.name,
+                sync,
+                source,
+                live.is_some(),
+            ))
+            .await?
         }
         (Some(_), None) => {
             warnings.push("objects: no source given, object sync not planned".to_string());
@@ -431,7 +482,10 @@ pub async fn plan_bucket(
             return Err(S3Error::Conflict {
                 bucket: spec.name.clone(),
                 call: "Get",
-                message: format!("the server does not implement {} configuration, which the spec sets", field.name()),
+                message: format!(
+                    "the server does not implement {} configuration, which the spec sets",
+                    field.name()
+                ),
             });
         }
     }
@@ -517,14 +571,26 @@ pub async fn apply_bucket(
     }
     let new_bucket = plan.action == BucketAction::Create;
     for field in &plan.fields {
-        match live::write_field(&rclient, bucket, &spec.config, *field, new_bucket).await {
+        match Box::pin(live::write_field(
+            &rclient,
+            bucket,
+            &spec.config,
+            *field,
+            new_bucket,
+        ))
+        .await
+        {
             Ok(n) => {
                 report.write_calls += n;
                 if n > 0 {
                     report.fields.push(field.name().to_string());
                 }
             }
-            Err(e) if *field == Field::PublicAccessBlock && !spec.public_access_block_explicit && is_not_implemented(&e) => {
+            Err(e)
+                if *field == Field::PublicAccessBlock
+                    && !spec.public_access_block_explicit
+                    && is_not_implemented(&e) =>
+            {
                 tracing::warn!(bucket, error = %e, "server does not implement the public-access block; default not enforced");
                 report.write_calls += 1;
             }
@@ -535,11 +601,20 @@ pub async fn apply_bucket(
         let (Some(sync), Some(source)) = (&spec.objects, objects) else {
             return Err(S3Error::InvalidPlan {
                 bucket: bucket.to_string(),
-                message: "the plan syncs objects but no spec.objects / object source was given".into(),
+                message: "the plan syncs objects but no spec.objects / object source was given"
+                    .into(),
             });
         };
         let counters = objects::SyncCounters::default();
-        let result = objects::apply_objects(&rclient, bucket, sync, &plan.objects, source, &counters).await;
+        let result = Box::pin(objects::apply_objects(
+            &rclient,
+            bucket,
+            sync,
+            &plan.objects,
+            source,
+            &counters,
+        ))
+        .await;
         report.write_calls += counters.write_calls.load(Ordering::Relaxed);
         report.uploaded = counters.uploaded.load(Ordering::Relaxed);
         report.deleted = counters.deleted.load(Ordering::Relaxed);
@@ -607,7 +682,10 @@ pub async fn check_health(client: &Client, spec: &BucketSpec) -> Result<Vec<Stri
     if let Some(r) = &live.region
         && !region_matches(r, &region)
     {
-        problems.push(format!("bucket {} is in region {r}, want {region}", spec.name));
+        problems.push(format!(
+            "bucket {} is in region {r}, want {region}",
+            spec.name
+        ));
     }
     for field in spec.config.fields() {
         if live.unsupported.contains(&field) {
@@ -647,9 +725,18 @@ pub fn diff_specs(before: Option<&BucketSpec>, after: Option<&BucketSpec>) -> Ve
             });
         }
     };
-    let text = |s: Option<&BucketSpec>, f: &dyn Fn(&BucketSpec) -> String| s.map(f).unwrap_or_default();
-    push("name", text(before, &|s| s.name.clone()), text(after, &|s| s.name.clone()));
-    let region = |s: &BucketSpec| s.region.clone().unwrap_or_else(|| "(environment default)".into());
+    let text =
+        |s: Option<&BucketSpec>, f: &dyn Fn(&BucketSpec) -> String| s.map(f).unwrap_or_default();
+    push(
+        "name",
+        text(before, &|s| s.name.clone()),
+        text(after, &|s| s.name.clone()),
+    );
+    let region = |s: &BucketSpec| {
+        s.region
+            .clone()
+            .unwrap_or_else(|| "(environment default)".into())
+    };
     push("region", text(before, &region), text(after, &region));
     for field in Field::ALL {
         let side = |s: Option<&BucketSpec>| match s {
@@ -660,10 +747,16 @@ pub fn diff_specs(before: Option<&BucketSpec>, after: Option<&BucketSpec>) -> Ve
         push(field.name(), side(before), side(after));
     }
     let policy = |s: &BucketSpec| format!("{:?}", s.deletion_policy);
-    push("deletionPolicy", text(before, &policy), text(after, &policy));
+    push(
+        "deletionPolicy",
+        text(before, &policy),
+        text(after, &policy),
+    );
     let objects = |s: &BucketSpec| match &s.objects {
         None => NOT_MANAGED.to_string(),
-        Some(o) => serde_json::to_value(o).map(|v| to_yaml(&v).trim_end().to_string()).unwrap_or_default(),
+        Some(o) => serde_json::to_value(o)
+            .map(|v| to_yaml(&v).trim_end().to_string())
+            .unwrap_or_default(),
     };
     push("objects", text(before, &objects), text(after, &objects));
     changes
@@ -675,8 +768,12 @@ mod tests {
     use crate::manifest::parse_file;
 
     fn spec(body: &str) -> BucketSpec {
-        let yaml = format!("apiVersion: gitopsd.dev/v1alpha1\nkind: Bucket\nmetadata: {{name: b}}\nspec:\n{body}");
-        let m = parse_file("env/dev/b.yaml", yaml.as_bytes()).unwrap().remove(0);
+        let yaml = format!(
+            "apiVersion: gitopsd.dev/v1alpha1\nkind: Bucket\nmetadata: {{name: b}}\nspec:\n{body}"
+        );
+        let m = parse_file("env/dev/b.yaml", yaml.as_bytes())
+            .unwrap()
+            .remove(0);
         parse_bucket(&m).unwrap()
     }
 
@@ -690,13 +787,18 @@ mod tests {
             secret_access_key: Some("wJalrXUtnFEMI/K7MDENG".into()),
         };
         let d = format!("{s:?}");
-        assert!(!d.contains("AKIAEXAMPLE") && !d.contains("wJalr") && !d.contains(":pw@"), "{d}");
+        assert!(
+            !d.contains("AKIAEXAMPLE") && !d.contains("wJalr") && !d.contains(":pw@"),
+            "{d}"
+        );
     }
 
     #[test]
     fn diff_specs_shows_changed_fields_only() {
         let a = spec("  name: my-bucket\n  versioning: Enabled\n  tags: {team: web}\n");
-        let b = spec("  name: my-bucket\n  versioning: Suspended\n  tags: {team: web}\n  cors: [{allowedOrigins: ['*'], allowedMethods: [GET]}]\n");
+        let b = spec(
+            "  name: my-bucket\n  versioning: Suspended\n  tags: {team: web}\n  cors: [{allowedOrigins: ['*'], allowedMethods: [GET]}]\n",
+        );
         let changes = diff_specs(Some(&a), Some(&b));
         let names: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(names, vec!["versioning", "cors"]);
@@ -705,7 +807,11 @@ mod tests {
         assert_eq!(changes[1].before, "(not managed)");
         assert!(diff_specs(Some(&a), Some(&a)).is_empty());
         let created = diff_specs(None, Some(&a));
-        assert!(created.iter().any(|c| c.field == "name" && c.before.is_empty() && c.after == "my-bucket"));
+        assert!(
+            created
+                .iter()
+                .any(|c| c.field == "name" && c.before.is_empty() && c.after == "my-bucket")
+        );
         let deleted = diff_specs(Some(&a), None);
         assert!(deleted.iter().all(|c| c.after.is_empty()));
     }

@@ -69,7 +69,11 @@ impl S3Error {
 
     fn with_bucket(self, name: &str) -> S3Error {
         match self {
-            S3Error::Source { bucket, path, message } if bucket.is_empty() => S3Error::Source {
+            S3Error::Source {
+                bucket,
+                path,
+                message,
+            } if bucket.is_empty() => S3Error::Source {
                 bucket: name.to_string(),
                 path,
                 message,
@@ -113,14 +117,17 @@ struct Digests {
 }
 
 /// Process-wide digest cache, by content id and size. Disposable; bounded.
-static DIGESTS: LazyLock<Mutex<HashMap<(String, u64), Digests>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static DIGESTS: LazyLock<Mutex<HashMap<(String, u64), Digests>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 const DIGEST_CACHE_MAX: usize = 200_000;
 
 fn cached_digests(file: &SourceFile) -> Option<Digests> {
     if file.content_id.is_empty() {
         return None;
     }
-    let cache = DIGESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = DIGESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     cache.get(&(file.content_id.clone(), file.size)).cloned()
 }
 
@@ -128,7 +135,9 @@ fn remember_digests(file: &SourceFile, digests: &Digests) {
     if file.content_id.is_empty() {
         return;
     }
-    let mut cache = DIGESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cache = DIGESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if cache.len() >= DIGEST_CACHE_MAX {
         cache.clear();
     }
@@ -177,7 +186,12 @@ pub fn object_key(bucket: &str, sync: &ObjectSync, path: &str) -> Result<String,
     } else {
         path.strip_prefix(sync.source.as_str())
             .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| invalid(&format!("the file is not inside the source folder {:?}", sync.source)))?
+            .ok_or_else(|| {
+                invalid(&format!(
+                    "the file is not inside the source folder {:?}",
+                    sync.source
+                ))
+            })?
     };
     check_key_segments(rel).map_err(|e| invalid(&format!("path {e}")))?;
     let key = format!("{}{}", sync.prefix, rel);
@@ -236,10 +250,10 @@ pub fn content_type(path: &str, overrides: &BTreeMap<String, String>) -> String 
     if let Some(t) = overrides.get(&ext) {
         return t.clone();
     }
-    CONTENT_TYPES
-        .iter()
-        .find(|(e, _)| *e == ext)
-        .map_or_else(|| "application/octet-stream".into(), |(_, t)| (*t).to_string())
+    CONTENT_TYPES.iter().find(|(e, _)| *e == ext).map_or_else(
+        || "application/octet-stream".into(),
+        |(_, t)| (*t).to_string(),
+    )
 }
 
 /// A listed object.
@@ -249,7 +263,12 @@ struct LiveObject {
 }
 
 /// Lists every object under the prefix.
-async fn list_prefix(client: &Client, bucket: &str, prefix: &str, pages: &mut u32) -> Result<BTreeMap<String, LiveObject>, S3Error> {
+async fn list_prefix(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    pages: &mut u32,
+) -> Result<BTreeMap<String, LiveObject>, S3Error> {
     let mut out = BTreeMap::new();
     let mut token: Option<String> = None;
     loop {
@@ -289,7 +308,9 @@ pub fn desired_objects(
     sync: &ObjectSync,
     source: &dyn ObjectSource,
 ) -> Result<BTreeMap<String, SourceFile>, S3Error> {
-    let files = source.list(&sync.source).map_err(|e| e.with_bucket(bucket))?;
+    let files = source
+        .list(&sync.source)
+        .map_err(|e| e.with_bucket(bucket))?;
     let mut out = BTreeMap::new();
     for file in files {
         let key = object_key(bucket, sync, &file.path)?;
@@ -315,7 +336,11 @@ pub fn desired_objects(
 }
 
 /// Digests of a file, from the cache or by reading it.
-fn digests_of(bucket: &str, source: &dyn ObjectSource, file: &SourceFile) -> Result<Digests, S3Error> {
+fn digests_of(
+    bucket: &str,
+    source: &dyn ObjectSource,
+    file: &SourceFile,
+) -> Result<Digests, S3Error> {
     if let Some(d) = cached_digests(file) {
         return Ok(d);
     }
@@ -361,7 +386,9 @@ pub async fn plan_objects(
                     .send()
                     .await
                     .map_err(|e| S3Error::from_sdk(bucket, "HeadObject", Some(key), &e))?;
-                head.metadata().and_then(|m| m.get(SHA256_METADATA)).map(|s| s.to_ascii_lowercase())
+                head.metadata()
+                    .and_then(|m| m.get(SHA256_METADATA))
+                    .map(|s| s.to_ascii_lowercase())
                     == Some(d.sha256.clone())
             }
         };
@@ -374,7 +401,11 @@ pub async fn plan_objects(
         }
     }
     if sync.delete {
-        plan.deletes = live.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
+        plan.deletes = live
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
     }
     Ok(plan)
 }
@@ -514,15 +545,26 @@ async fn multipart_upload(
         .bucket(bucket)
         .key(key)
         .upload_id(&upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await;
     if let Err(e) = done {
         abort(client, bucket, key, &upload_id, counters).await;
-        return Err(S3Error::from_sdk(bucket, "CompleteMultipartUpload", Some(key), &e));
+        return Err(S3Error::from_sdk(
+            bucket,
+            "CompleteMultipartUpload",
+            Some(key),
+            &e,
+        ));
     }
     counters.uploaded.fetch_add(1, Ordering::Relaxed);
-    counters.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     tracing::debug!(bucket, key, bytes = bytes.len(), "uploaded object in parts");
     Ok(())
 }
@@ -583,13 +625,22 @@ async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str, counte
     }
 }
 
-async fn delete_batch(client: &Client, bucket: &str, keys: &[String], counters: &SyncCounters) -> Result<(), S3Error> {
+async fn delete_batch(
+    client: &Client,
+    bucket: &str,
+    keys: &[String],
+    counters: &SyncCounters,
+) -> Result<(), S3Error> {
     let mut objects = Vec::with_capacity(keys.len());
     for key in keys {
-        let id = ObjectIdentifier::builder().key(key).build().map_err(|e| S3Error::InvalidPlan {
-            bucket: bucket.to_string(),
-            message: format!("cannot delete {key:?}: {e}"),
-        })?;
+        let id =
+            ObjectIdentifier::builder()
+                .key(key)
+                .build()
+                .map_err(|e| S3Error::InvalidPlan {
+                    bucket: bucket.to_string(),
+                    message: format!("cannot delete {key:?}: {e}"),
+                })?;
         objects.push(id);
     }
     let delete = Delete::builder()
@@ -611,7 +662,9 @@ async fn delete_batch(client: &Client, bucket: &str, keys: &[String], counters: 
         .map_err(|e| S3Error::from_sdk(bucket, "DeleteObjects", first, &e))?;
     if let Some(err) = resp.errors().first() {
         let code = err.code().map(str::to_string);
-        let transient = code.as_deref().is_some_and(|c| matches!(c, "SlowDown" | "InternalError" | "ServiceUnavailable"));
+        let transient = code
+            .as_deref()
+            .is_some_and(|c| matches!(c, "SlowDown" | "InternalError" | "ServiceUnavailable"));
         return Err(S3Error::Api {
             bucket: bucket.to_string(),
             call: "DeleteObjects",
@@ -622,9 +675,10 @@ async fn delete_batch(client: &Client, bucket: &str, keys: &[String], counters: 
             transient,
         });
     }
-    counters
-        .deleted
-        .fetch_add(u32::try_from(keys.len()).unwrap_or(u32::MAX), Ordering::Relaxed);
+    counters.deleted.fetch_add(
+        u32::try_from(keys.len()).unwrap_or(u32::MAX),
+        Ordering::Relaxed,
+    );
     tracing::debug!(bucket, count = keys.len(), "deleted objects");
     Ok(())
 }
@@ -650,7 +704,9 @@ impl ObjectSource for MemorySource {
         Ok(self
             .files
             .iter()
-            .filter(|(p, _)| dir.is_empty() || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
+            .filter(|(p, _)| {
+                dir.is_empty() || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+            })
             .map(|(p, b)| SourceFile {
                 path: p.clone(),
                 size: b.len() as u64,
@@ -685,7 +741,10 @@ mod tests {
     #[test]
     fn keys_stay_under_the_prefix() {
         let s = sync("assets/dev", "static/");
-        assert_eq!(object_key("b", &s, "assets/dev/css/a.css").unwrap(), "static/css/a.css");
+        assert_eq!(
+            object_key("b", &s, "assets/dev/css/a.css").unwrap(),
+            "static/css/a.css"
+        );
         for bad in [
             "assets/dev/../prod/x",
             "assets/dev//x",
@@ -706,8 +765,14 @@ mod tests {
     #[test]
     fn content_types_with_overrides() {
         let mut o = BTreeMap::new();
-        o.insert(".webmanifest".to_string(), "application/x-custom".to_string());
-        assert_eq!(content_type("a/b/INDEX.HTML", &o), "text/html; charset=utf-8");
+        o.insert(
+            ".webmanifest".to_string(),
+            "application/x-custom".to_string(),
+        );
+        assert_eq!(
+            content_type("a/b/INDEX.HTML", &o),
+            "text/html; charset=utf-8"
+        );
         assert_eq!(content_type("app.webmanifest", &o), "application/x-custom");
         assert_eq!(content_type("x.woff2", &o), "font/woff2");
         assert_eq!(content_type("x.unknown", &o), "application/octet-stream");
@@ -738,7 +803,13 @@ mod tests {
         src.files.remove("site/big.bin");
         let d = desired_objects("bk", &sync("site", "p/"), &src).unwrap();
         assert_eq!(d.keys().collect::<Vec<_>>(), vec!["p/a.txt"]);
-        let e = src.read("nope").map_err(|e| e.with_bucket("bk")).unwrap_err();
-        assert_eq!(e.to_string(), "bucket bk: reading nope from the repository: no such file");
+        let e = src
+            .read("nope")
+            .map_err(|e| e.with_bucket("bk"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bucket bk: reading nope from the repository: no such file"
+        );
     }
 }

@@ -153,13 +153,18 @@ impl BucketConfig {
     pub fn field_value(&self, field: Field) -> Option<Value> {
         let to = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
         match field {
-            Field::Versioning => self.versioning.map(|v| Value::String(v.as_str().to_string())),
+            Field::Versioning => self
+                .versioning
+                .map(|v| Value::String(v.as_str().to_string())),
             Field::Encryption => self.encryption.as_ref().map(|e| match e {
                 Some(e) => to(serde_json::to_value(e)),
                 None => Value::String("none".into()),
             }),
             Field::Lifecycle => self.lifecycle.as_ref().map(|l| to(serde_json::to_value(l))),
-            Field::PublicAccessBlock => self.public_access_block.as_ref().map(|p| to(serde_json::to_value(p))),
+            Field::PublicAccessBlock => self
+                .public_access_block
+                .as_ref()
+                .map(|p| to(serde_json::to_value(p))),
             Field::Policy => self.policy.as_ref().map(|p| match p {
                 Some(p) => p.clone(),
                 None => Value::String("none".into()),
@@ -186,7 +191,9 @@ impl BucketConfig {
             Field::Versioning => self.versioning = other.versioning,
             Field::Encryption => self.encryption = other.encryption.clone(),
             Field::Lifecycle => self.lifecycle = other.lifecycle.clone(),
-            Field::PublicAccessBlock => self.public_access_block = other.public_access_block.clone(),
+            Field::PublicAccessBlock => {
+                self.public_access_block = other.public_access_block.clone()
+            }
             Field::Policy => self.policy = other.policy.clone(),
             Field::Tags => self.tags = other.tags.clone(),
             Field::Cors => self.cors = other.cors.clone(),
@@ -388,7 +395,12 @@ impl Checker {
     }
 
     /// The value as a mapping, reporting unknown keys.
-    fn mapping<'a>(&mut self, v: &'a Value, path: &str, allowed: &[&str]) -> Option<&'a Map<String, Value>> {
+    fn mapping<'a>(
+        &mut self,
+        v: &'a Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<&'a Map<String, Value>> {
         match v {
             Value::Object(map) => {
                 for key in map.keys() {
@@ -536,13 +548,19 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
     if m.api_version != "gitopsd.dev/v1alpha1" {
         c.err(
             "apiVersion",
-            format!("unsupported version {:?} (supported: gitopsd.dev/v1alpha1)", m.api_version),
+            format!(
+                "unsupported version {:?} (supported: gitopsd.dev/v1alpha1)",
+                m.api_version
+            ),
         );
     }
     if let Some(top) = m.body.as_object() {
         for key in top.keys() {
             if !["apiVersion", "kind", "metadata", "spec"].contains(&key.as_str()) {
-                c.err(key, "unknown field (expected one of: apiVersion, kind, metadata, spec)");
+                c.err(
+                    key,
+                    "unknown field (expected one of: apiVersion, kind, metadata, spec)",
+                );
             }
         }
     }
@@ -564,15 +582,23 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
     if let Some(name) = &name
         && let Err(e) = validate_bucket_name(name)
     {
-        c.err("spec.name", format!("{name:?} is not a valid S3 bucket name: {e}"));
+        c.err(
+            "spec.name",
+            format!("{name:?} is not a valid S3 bucket name: {e}"),
+        );
     }
     let region = spec.get("region").and_then(|v| c.string(v, "spec.region"));
     if let Some(r) = &region
         && (r.is_empty()
             || r.len() > 32
-            || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            || !r
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
     {
-        c.err("spec.region", format!("{r:?} is not a region name (like us-east-1)"));
+        c.err(
+            "spec.region",
+            format!("{r:?} is not a region name (like us-east-1)"),
+        );
     }
 
     let mut config = BucketConfig::default();
@@ -581,7 +607,10 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
             Some("Enabled") => Some(VersioningStatus::Enabled),
             Some("Suspended") => Some(VersioningStatus::Suspended),
             _ => {
-                c.err("spec.versioning", format!("must be Enabled or Suspended, not {v}"));
+                c.err(
+                    "spec.versioning",
+                    format!("must be Enabled or Suspended, not {v}"),
+                );
                 None
             }
         };
@@ -615,7 +644,10 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
             Some("Retain") => DeletionPolicy::Retain,
             Some("Delete") => DeletionPolicy::Delete,
             _ => {
-                c.err("spec.deletionPolicy", format!("must be Retain or Delete, not {v}"));
+                c.err(
+                    "spec.deletionPolicy",
+                    format!("must be Retain or Delete, not {v}"),
+                );
                 DeletionPolicy::Retain
             }
         },
@@ -640,13 +672,18 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
 /// AWS general-purpose bucket naming rules.
 pub fn validate_bucket_name(name: &str) -> Result<(), String> {
     if !(3..=63).contains(&name.len()) {
-        return Err(format!("must be 3 to 63 characters long, is {}", name.len()));
+        return Err(format!(
+            "must be 3 to 63 characters long, is {}",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
     {
-        return Err(format!("may contain only lowercase letters, digits, dots and hyphens, not {c:?}"));
+        return Err(format!(
+            "may contain only lowercase letters, digits, dots and hyphens, not {c:?}"
+        ));
     }
     let bytes = name.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -660,7 +697,11 @@ pub fn validate_bucket_name(name: &str) -> Result<(), String> {
         return Err("must not contain a dot next to a hyphen".into());
     }
     let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("must not be formatted as an IP address".into());
     }
     for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
@@ -677,7 +718,11 @@ pub fn validate_bucket_name(name: &str) -> Result<(), String> {
 }
 
 fn parse_encryption(v: &Value, c: &mut Checker) -> Option<Encryption> {
-    let map = c.mapping(v, "spec.encryption", &["type", "kmsKeyId", "bucketKeyEnabled"])?;
+    let map = c.mapping(
+        v,
+        "spec.encryption",
+        &["type", "kmsKeyId", "bucketKeyEnabled"],
+    )?;
     let sse_type = match map.get("type").and_then(Value::as_str) {
         Some("SSE-S3") => SseType::SseS3,
         Some("SSE-KMS") => SseType::SseKms,
@@ -685,22 +730,33 @@ fn parse_encryption(v: &Value, c: &mut Checker) -> Option<Encryption> {
         other => {
             c.err(
                 "spec.encryption.type",
-                format!("must be SSE-S3, SSE-KMS or DSSE-KMS, not {}", other.unwrap_or("(missing)")),
+                format!(
+                    "must be SSE-S3, SSE-KMS or DSSE-KMS, not {}",
+                    other.unwrap_or("(missing)")
+                ),
             );
             return None;
         }
     };
-    let kms_key_id = map.get("kmsKeyId").and_then(|v| c.string(v, "spec.encryption.kmsKeyId"));
+    let kms_key_id = map
+        .get("kmsKeyId")
+        .and_then(|v| c.string(v, "spec.encryption.kmsKeyId"));
     let bucket_key_enabled = map
         .get("bucketKeyEnabled")
         .and_then(|v| c.boolean(v, "spec.encryption.bucketKeyEnabled"))
         .unwrap_or(false);
     if sse_type == SseType::SseS3 {
         if kms_key_id.is_some() {
-            c.err("spec.encryption.kmsKeyId", "only valid with type SSE-KMS or DSSE-KMS");
+            c.err(
+                "spec.encryption.kmsKeyId",
+                "only valid with type SSE-KMS or DSSE-KMS",
+            );
         }
         if bucket_key_enabled {
-            c.err("spec.encryption.bucketKeyEnabled", "only valid with type SSE-KMS or DSSE-KMS");
+            c.err(
+                "spec.encryption.bucketKeyEnabled",
+                "only valid with type SSE-KMS or DSSE-KMS",
+            );
         }
     }
     if kms_key_id.as_deref() == Some("") {
@@ -772,7 +828,9 @@ fn parse_rule(v: &Value, path: &str, c: &mut Checker) -> Option<LifecycleRule> {
     {
         c.err(&format!("{path}.id"), "must be 1 to 255 characters");
     }
-    let mut prefix = map.get("prefix").and_then(|v| c.string(v, &format!("{path}.prefix")));
+    let mut prefix = map
+        .get("prefix")
+        .and_then(|v| c.string(v, &format!("{path}.prefix")));
     let mut tags = map
         .get("tags")
         .and_then(|v| c.string_map(v, &format!("{path}.tags")))
@@ -780,10 +838,15 @@ fn parse_rule(v: &Value, path: &str, c: &mut Checker) -> Option<LifecycleRule> {
     if let Some(filter) = map.get("filter") {
         let fpath = format!("{path}.filter");
         if map.contains_key("prefix") || map.contains_key("tags") {
-            c.err(&fpath, "use either filter or prefix/tags on the rule, not both");
+            c.err(
+                &fpath,
+                "use either filter or prefix/tags on the rule, not both",
+            );
         }
         if let Some(f) = c.mapping(filter, &fpath, &["prefix", "tags"]) {
-            prefix = f.get("prefix").and_then(|v| c.string(v, &format!("{fpath}.prefix")));
+            prefix = f
+                .get("prefix")
+                .and_then(|v| c.string(v, &format!("{fpath}.prefix")));
             tags = f
                 .get("tags")
                 .and_then(|v| c.string_map(v, &format!("{fpath}.tags")))
@@ -800,12 +863,18 @@ fn parse_rule(v: &Value, path: &str, c: &mut Checker) -> Option<LifecycleRule> {
             Some("Enabled") => RuleStatus::Enabled,
             Some("Disabled") => RuleStatus::Disabled,
             _ => {
-                c.err(&format!("{path}.status"), format!("must be Enabled or Disabled, not {v}"));
+                c.err(
+                    &format!("{path}.status"),
+                    format!("must be Enabled or Disabled, not {v}"),
+                );
                 RuleStatus::Enabled
             }
         },
     };
-    let days = |c: &mut Checker, key: &str| map.get(key).and_then(|v| c.int(v, &format!("{path}.{key}"), 1, 2_147_483_647));
+    let days = |c: &mut Checker, key: &str| {
+        map.get(key)
+            .and_then(|v| c.int(v, &format!("{path}.{key}"), 1, 2_147_483_647))
+    };
     let expiration_days = days(c, "expirationDays");
     let noncurrent_version_expiration_days = days(c, "noncurrentVersionExpirationDays");
     let abort_incomplete_multipart_upload_days = days(c, "abortIncompleteMultipartUploadDays");
@@ -845,10 +914,16 @@ fn parse_rule(v: &Value, path: &str, c: &mut Checker) -> Option<LifecycleRule> {
                         && matches!(class.as_str(), "STANDARD_IA" | "ONEZONE_IA")
                         && d < 30
                     {
-                        c.err(&format!("{ipath}.days"), format!("{class} needs at least 30 days"));
+                        c.err(
+                            &format!("{ipath}.days"),
+                            format!("{class} needs at least 30 days"),
+                        );
                     }
                     if let (Some(days), Some(storage_class)) = (d, class) {
-                        transitions.push(Transition { days, storage_class });
+                        transitions.push(Transition {
+                            days,
+                            storage_class,
+                        });
                     }
                 }
             }
@@ -895,7 +970,12 @@ fn parse_rule(v: &Value, path: &str, c: &mut Checker) -> Option<LifecycleRule> {
 
 fn parse_pab(v: &Value, c: &mut Checker) -> Option<PublicAccessBlock> {
     let path = "spec.publicAccessBlock";
-    let keys = ["blockPublicAcls", "ignorePublicAcls", "blockPublicPolicy", "restrictPublicBuckets"];
+    let keys = [
+        "blockPublicAcls",
+        "ignorePublicAcls",
+        "blockPublicPolicy",
+        "restrictPublicBuckets",
+    ];
     let map = c.mapping(v, path, &keys)?;
     let mut get = |k: &str| {
         map.get(k)
@@ -933,7 +1013,10 @@ fn parse_policy(v: &Value, c: &mut Checker) -> Option<Value> {
             }
         }
         Some(st @ Value::Object(_)) => check_statement(st, &format!("{path}.Statement"), c),
-        Some(_) => c.err(&format!("{path}.Statement"), "must be a statement or a non-empty list of statements"),
+        Some(_) => c.err(
+            &format!("{path}.Statement"),
+            "must be a statement or a non-empty list of statements",
+        ),
         None => c.err(path, "has no Statement"),
     }
     if let Some(version) = map.get("Version")
@@ -943,7 +1026,10 @@ fn parse_policy(v: &Value, c: &mut Checker) -> Option<Value> {
     }
     let len = serde_json::to_string(&doc).map(|s| s.len()).unwrap_or(0);
     if len > 20 * 1024 {
-        c.err(path, format!("is {len} bytes; bucket policies are limited to 20 KiB"));
+        c.err(
+            path,
+            format!("is {len} bytes; bucket policies are limited to 20 KiB"),
+        );
     }
     Some(canonical_policy(&doc))
 }
@@ -953,7 +1039,10 @@ fn check_statement(st: &Value, path: &str, c: &mut Checker) {
         c.err(path, "must be a mapping");
         return;
     };
-    if !matches!(map.get("Effect").and_then(Value::as_str), Some("Allow" | "Deny")) {
+    if !matches!(
+        map.get("Effect").and_then(Value::as_str),
+        Some("Allow" | "Deny")
+    ) {
         c.err(&format!("{path}.Effect"), "must be Allow or Deny");
     }
     if !map.contains_key("Action") && !map.contains_key("NotAction") {
@@ -981,7 +1070,8 @@ pub fn canonical_policy(doc: &Value) -> Value {
                 Value::Object(out)
             }
             Value::Array(items) => {
-                let mut items: Vec<Value> = items.iter().map(|i| canon(i, key, in_principal)).collect();
+                let mut items: Vec<Value> =
+                    items.iter().map(|i| canon(i, key, in_principal)).collect();
                 items.sort_by_cached_key(|i| serde_json::to_string(i).unwrap_or_default());
                 items.dedup();
                 if items.len() == 1 && key != Some("Statement") {
@@ -990,7 +1080,12 @@ pub fn canonical_policy(doc: &Value) -> Value {
                     Value::Array(items)
                 }
             }
-            Value::String(s) if in_principal && key == Some("AWS") && s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Value::String(s)
+                if in_principal
+                    && key == Some("AWS")
+                    && s.len() == 12
+                    && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 Value::String(format!("arn:aws:iam::{s}:root"))
             }
             Value::Number(n) => Value::String(n.to_string()),
@@ -1025,27 +1120,41 @@ fn parse_cors(v: &Value, c: &mut Checker) -> Option<Vec<CorsRule>> {
         let Some(map) = c.mapping(
             item,
             &path,
-            &["allowedOrigins", "allowedMethods", "allowedHeaders", "exposeHeaders", "maxAgeSeconds"],
+            &[
+                "allowedOrigins",
+                "allowedMethods",
+                "allowedHeaders",
+                "exposeHeaders",
+                "maxAgeSeconds",
+            ],
         ) else {
             continue;
         };
         let mut bad = false;
         let mut list = |c: &mut Checker, key: &str| match map.get(key) {
             None => Vec::new(),
-            Some(v) => c.string_list(v, &format!("{path}.{key}")).unwrap_or_else(|| {
-                bad = true;
-                Vec::new()
-            }),
+            Some(v) => c
+                .string_list(v, &format!("{path}.{key}"))
+                .unwrap_or_else(|| {
+                    bad = true;
+                    Vec::new()
+                }),
         };
         let allowed_origins = list(c, "allowedOrigins");
         let allowed_methods = list(c, "allowedMethods");
         let allowed_headers = list(c, "allowedHeaders");
         let expose_headers = list(c, "exposeHeaders");
         if allowed_origins.is_empty() && !bad {
-            c.err(&format!("{path}.allowedOrigins"), "must list at least one origin");
+            c.err(
+                &format!("{path}.allowedOrigins"),
+                "must list at least one origin",
+            );
         }
         if allowed_methods.is_empty() && !bad {
-            c.err(&format!("{path}.allowedMethods"), "must list at least one method");
+            c.err(
+                &format!("{path}.allowedMethods"),
+                "must list at least one method",
+            );
         }
         for m in &allowed_methods {
             if !["GET", "PUT", "POST", "DELETE", "HEAD"].contains(&m.as_str()) {
@@ -1057,7 +1166,10 @@ fn parse_cors(v: &Value, c: &mut Checker) -> Option<Vec<CorsRule>> {
         }
         for o in &allowed_origins {
             if o.matches('*').count() > 1 {
-                c.err(&format!("{path}.allowedOrigins"), format!("{o:?} may contain at most one '*'"));
+                c.err(
+                    &format!("{path}.allowedOrigins"),
+                    format!("{o:?} may contain at most one '*'"),
+                );
             }
         }
         let max_age_seconds = map
@@ -1083,10 +1195,16 @@ fn validate_tags(tags: &BTreeMap<String, String>, path: &str, max: usize, c: &mu
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
-            c.err(&format!("{path}.{k}"), "tag keys must be 1 to 128 characters");
+            c.err(
+                &format!("{path}.{k}"),
+                "tag keys must be 1 to 128 characters",
+            );
         }
         if v.chars().count() > 256 {
-            c.err(&format!("{path}.{k}"), "tag values must be at most 256 characters");
+            c.err(
+                &format!("{path}.{k}"),
+                "tag values must be at most 256 characters",
+            );
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
             c.err(&format!("{path}.{k}"), "the aws: prefix is reserved");
@@ -1099,7 +1217,14 @@ fn parse_objects(v: &Value, c: &mut Checker) -> Option<ObjectSync> {
     let map = c.mapping(
         v,
         path,
-        &["source", "prefix", "delete", "cacheControl", "contentTypes", "maxFileSize"],
+        &[
+            "source",
+            "prefix",
+            "delete",
+            "cacheControl",
+            "contentTypes",
+            "maxFileSize",
+        ],
     )?;
     let source = match map.get("source") {
         Some(v) => c.string(v, &format!("{path}.source")),
@@ -1136,19 +1261,36 @@ fn parse_objects(v: &Value, c: &mut Checker) -> Option<ObjectSync> {
     if let Some(cc) = &cache_control
         && cc.chars().any(char::is_control)
     {
-        c.err(&format!("{path}.cacheControl"), "must not contain control characters");
+        c.err(
+            &format!("{path}.cacheControl"),
+            "must not contain control characters",
+        );
     }
     let mut content_types = BTreeMap::new();
     if let Some(v) = map.get("contentTypes")
         && let Some(m) = c.string_map(v, &format!("{path}.contentTypes"))
     {
         for (ext, ty) in m {
-            let key = if ext.starts_with('.') { ext.to_ascii_lowercase() } else { format!(".{}", ext.to_ascii_lowercase()) };
+            let key = if ext.starts_with('.') {
+                ext.to_ascii_lowercase()
+            } else {
+                format!(".{}", ext.to_ascii_lowercase())
+            };
             if key.len() < 2 || key[1..].contains(['.', '/', '\\']) {
-                c.err(&format!("{path}.contentTypes.{ext}"), "must be a file extension like .webmanifest");
+                c.err(
+                    &format!("{path}.contentTypes.{ext}"),
+                    "must be a file extension like .webmanifest",
+                );
             }
-            if !ty.contains('/') || ty.chars().any(|ch| ch.is_control() || ch.is_whitespace() && ch != ' ') {
-                c.err(&format!("{path}.contentTypes.{ext}"), format!("{ty:?} is not a media type"));
+            if !ty.contains('/')
+                || ty
+                    .chars()
+                    .any(|ch| ch.is_control() || ch.is_whitespace() && ch != ' ')
+            {
+                c.err(
+                    &format!("{path}.contentTypes.{ext}"),
+                    format!("{ty:?} is not a media type"),
+                );
             }
             content_types.insert(key, ty);
         }
@@ -1199,8 +1341,12 @@ fn normalise_source(s: &str) -> Result<String, String> {
     for seg in trimmed.split('/') {
         match seg {
             "" => return Err("has an empty path segment".into()),
-            "." | ".." => return Err("must stay inside the repository (no . or .. segments)".into()),
-            _ if seg.chars().any(char::is_control) => return Err("contains control characters".into()),
+            "." | ".." => {
+                return Err("must stay inside the repository (no . or .. segments)".into());
+            }
+            _ if seg.chars().any(char::is_control) => {
+                return Err("contains control characters".into());
+            }
             _ => {}
         }
     }
@@ -1215,7 +1361,11 @@ fn normalise_prefix(p: &str) -> Result<String, String> {
     if p.starts_with('/') {
         return Err("must not start with /".into());
     }
-    let p = if p.ends_with('/') { p.to_string() } else { format!("{p}/") };
+    let p = if p.ends_with('/') {
+        p.to_string()
+    } else {
+        format!("{p}/")
+    };
     check_key_segments(&p[..p.len() - 1])?;
     if p.len() > 512 {
         return Err("is longer than 512 bytes".into());
@@ -1256,7 +1406,9 @@ pub fn parse_size(v: &Value) -> Result<u64, String> {
         return Err("must be a size like 5GiB or a number of bytes".into());
     };
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = (s[..split].trim(), s[split..].trim());
     let num: f64 = num
         .parse()
@@ -1271,7 +1423,11 @@ pub fn parse_size(v: &Value) -> Result<u64, String> {
         "Gi" | "GiB" => 1 << 30,
         "T" | "TB" => 1_000_000_000_000,
         "Ti" | "TiB" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ));
+        }
     };
     let bytes = num * mult as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
@@ -1286,7 +1442,9 @@ mod tests {
     use crate::manifest::parse_file;
 
     pub(crate) fn manifest(yaml: &str) -> Manifest {
-        parse_file("env/dev/buckets.yaml", yaml.as_bytes()).unwrap().remove(0)
+        parse_file("env/dev/buckets.yaml", yaml.as_bytes())
+            .unwrap()
+            .remove(0)
     }
 
     fn errors(yaml: &str) -> Vec<String> {
@@ -1355,14 +1513,23 @@ spec:
         assert!(spec.public_access_block_explicit);
         let policy = cfg.policy.clone().unwrap().unwrap();
         assert!(policy["Statement"].is_array());
-        assert_eq!(policy["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::111122223333:root");
+        assert_eq!(
+            policy["Statement"][0]["Principal"]["AWS"],
+            "arn:aws:iam::111122223333:root"
+        );
         assert_eq!(cfg.tags.as_ref().unwrap()["cost"], "42");
-        assert_eq!(cfg.cors.as_ref().unwrap()[0].allowed_methods, vec!["GET", "PUT"]);
+        assert_eq!(
+            cfg.cors.as_ref().unwrap()[0].allowed_methods,
+            vec!["GET", "PUT"]
+        );
         assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
         let objects = spec.objects.unwrap();
         assert_eq!(objects.source, "assets/dev");
         assert_eq!(objects.prefix, "static/");
-        assert_eq!(objects.content_types[".webmanifest"], "application/manifest+json");
+        assert_eq!(
+            objects.content_types[".webmanifest"],
+            "application/manifest+json"
+        );
         assert_eq!(objects.max_file_size, 100 << 20);
     }
 
@@ -1373,7 +1540,10 @@ spec:
         ))
         .unwrap();
         assert_eq!(spec.config.fields(), vec![Field::PublicAccessBlock]);
-        assert_eq!(spec.config.public_access_block, Some(PublicAccessBlock::ALL_TRUE));
+        assert_eq!(
+            spec.config.public_access_block,
+            Some(PublicAccessBlock::ALL_TRUE)
+        );
         assert!(!spec.public_access_block_explicit);
         assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
         assert!(spec.objects.is_none());
@@ -1394,7 +1564,12 @@ spec:
 
     #[test]
     fn bucket_names_follow_aws_rules() {
-        for ok in ["abc", "my-bucket.example", "a1b2c3", "acme-dev-static-assets"] {
+        for ok in [
+            "abc",
+            "my-bucket.example",
+            "a1b2c3",
+            "acme-dev-static-assets",
+        ] {
             assert!(validate_bucket_name(ok).is_ok(), "{ok}");
         }
         for bad in [
