@@ -1,2 +1,235 @@
+//! gitopsd command line: parses arguments, sets up logging, and runs one command.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gitopsd::config::HostConfig;
+use gitopsd::reconcile::{self, daemon, source::git};
+use gitopsd::status;
+
+#[derive(Parser)]
+#[command(name = "gitopsd", version, about = "Keeps Kubernetes environments and S3 buckets equal to a git branch; status lives in git notes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+    },
+    /// One reconcile pass; exit 0 only when every selected environment is healthy at the head.
+    Once {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Check a host config and report every problem.
+    Validate {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+    },
+    /// Per environment: last healthy commit, last outcome, pinned and pending commits.
+    Status {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
+    /// Unpin a commit so the daemon tries it again.
+    Retry {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        rev: String,
+    },
+    /// Re-apply an older healthy commit and pin the newer ones.
+    Rollback {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        to: String,
+    },
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(gitopsd::config::log_filter())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gitopsd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gitopsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<HostConfig> {
+    HostConfig::load(path).map_err(anyhow::Error::from)
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { config } => match HostConfig::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run { config: path } => {
+            let config = load(&path)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            daemon::run(path, config, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Once { config, env } => {
+            let config = load(&config)?;
+            let results = daemon::once(&config, env.as_deref()).await?;
+            let mut all = true;
+            for (env, result) in results {
+                match result {
+                    Ok(step) => {
+                        all &= step.converged();
+                        println!("{env}: {step:?}");
+                    }
+                    Err(e) => {
+                        all = false;
+                        println!("{env}: error: {e}");
+                    }
+                }
+            }
+            Ok(if all { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Status { config, output } => {
+            let config = load(&config)?;
+            let mirror = daemon::open_mirror(&config).await?;
+            if let Err(e) = git(&mirror, |m| m.fetch()).await {
+                eprintln!("warning: fetch failed ({e}); showing the local mirror");
+            }
+            let head = git(&mirror, |m| m.branch_head()).await.ok();
+            let notes = git(&mirror, |m| m.list_notes()).await?;
+            let mut report = serde_json::Map::new();
+            for env in &config.environments {
+                let h = status::history(notes.iter().map(|(o, t)| (o.to_string(), t.as_str())), &env.name);
+                let last = h
+                    .records
+                    .iter()
+                    .max_by(|a, b| a.1.finished.cmp(&b.1.finished))
+                    .map(|(c, r)| serde_json::json!({"commit": c, "outcome": r.outcome, "finished": r.finished, "errors": r.errors}));
+                let healthy = h.last_healthy.as_ref().map(|(c, _)| c.clone());
+                let pending = match (head, healthy.as_deref().and_then(|c| git2_oid(c))) {
+                    (Some(head), base) => {
+                        let list = git(&mirror, move |m| m.commits_between(base, head, 1000)).await.unwrap_or_default();
+                        list.into_iter()
+                            .filter(|c| !h.records.contains_key(&c.id.to_string()))
+                            .map(|c| serde_json::json!({"commit": c.id.to_string(), "summary": c.summary}))
+                            .collect::<Vec<_>>()
+                    }
+                    _ => Vec::new(),
+                };
+                report.insert(
+                    env.name.clone(),
+                    serde_json::json!({
+                        "last_healthy": healthy,
+                        "last_outcome": last,
+                        "pinned": h.pinned,
+                        "pending": pending,
+                    }),
+                );
+            }
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for (env, v) in &report {
+                    println!("{env}:");
+                    println!("  last healthy: {}", v["last_healthy"].as_str().unwrap_or("(none)"));
+                    if let Some(last) = v["last_outcome"].as_object() {
+                        println!(
+                            "  last outcome: {} on {} at {}",
+                            last["outcome"].as_str().unwrap_or("?"),
+                            last["commit"].as_str().unwrap_or("?"),
+                            last["finished"].as_str().unwrap_or("?")
+                        );
+                    }
+                    if let Some(pinned) = v["pinned"].as_object() {
+                        for (c, why) in pinned {
+                            println!("  pinned: {c}: {}", why.as_str().unwrap_or(""));
+                        }
+                    }
+                    if let Some(pending) = v["pending"].as_array() {
+                        println!("  pending: {} commits", pending.len());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { config, env, rev } => {
+            let config = load(&config)?;
+            config.environment(&env).with_context(|| format!("no environment {env} in the host config"))?;
+            let mirror = daemon::open_mirror(&config).await?;
+            git(&mirror, |m| m.fetch()).await?;
+            let commit = resolve(&mirror, rev).await?;
+            if reconcile::retry(&mirror, &env, commit).await? {
+                println!("{env}: {commit} unpinned; the daemon will try it on its next pass");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{env}: {commit} has no record in this environment; nothing to retry");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Rollback { config, env, to } => {
+            let config = load(&config)?;
+            let mirror = daemon::open_mirror(&config).await?;
+            git(&mirror, |m| m.fetch()).await?;
+            let commit = resolve(&mirror, to).await?;
+            let mut workers = daemon::build_workers(&config, Some(&env), None).await?;
+            let worker = workers.first_mut().context("no such environment")?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let step = worker.manual_rollback(&mirror, commit, &cancel).await?;
+            println!("{env}: {step:?}");
+            Ok(if step.converged() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn git2_oid(s: &str) -> Option<gitopsd::git::Oid> {
+    gitopsd::git::Oid::from_str(s).ok()
+}
+
+async fn resolve(mirror: &Arc<gitopsd::git::Mirror>, rev: String) -> anyhow::Result<gitopsd::git::Oid> {
+    Ok(git(mirror, move |m| m.resolve(&rev)).await?)
+}

@@ -92,6 +92,12 @@ pub struct Record {
     pub pinned: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reapplied: Vec<Reapplied>,
+    /// Set while a rollback away from this commit is under way, so that a restart finishes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolling_back: bool,
+    /// Buckets created/updated/deleted/unchanged (S3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Counts>,
     /// Free-form remarks (e.g. why a prune was refused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
@@ -109,6 +115,8 @@ impl Record {
             errors: Vec::new(),
             pinned: None,
             reapplied: Vec::new(),
+            rolling_back: false,
+            buckets: None,
             messages: Vec::new(),
             version: crate::VERSION.to_string(),
         }

@@ -18,6 +18,7 @@
 //! - extra refs (e.g. `refs/pull/*/head`) under their own names.
 
 pub mod auth;
+mod blobs;
 mod error;
 pub mod merge;
 mod notes;

@@ -1,0 +1,169 @@
+//! Reading desired state out of the mirror: blocking git calls moved off the async runtime.
+
+use std::sync::Arc;
+
+use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid};
+use crate::manifest::{self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError};
+use crate::s3::{ObjectSource, S3Error, SourceFile};
+
+/// Runs a blocking git operation on the blocking pool.
+pub async fn git<T, F>(mirror: &Arc<Mirror>, f: F) -> Result<T, GitError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Mirror) -> Result<T, GitError> + Send + 'static,
+{
+    let mirror = Arc::clone(mirror);
+    match tokio::task::spawn_blocking(move || f(&mirror)).await {
+        Ok(result) => result,
+        Err(e) => Err(GitError::InvalidConfig {
+            message: format!("git task failed: {e}"),
+        }),
+    }
+}
+
+/// Rendering failed: either the content is invalid, or git could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderFailure {
+    #[error("{} render errors", .0.len())]
+    Invalid(Vec<RenderError>),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+fn entry_kind(kind: FileKind) -> EntryKind {
+    match kind {
+        FileKind::Blob | FileKind::Executable => EntryKind::File,
+        FileKind::Symlink => EntryKind::Symlink,
+        FileKind::Submodule => EntryKind::Submodule,
+    }
+}
+
+/// Renders an environment folder at `rev` from scratch.
+pub async fn render_full(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<DesiredState, RenderFailure> {
+    let dir = dir.trim_matches('/').to_string();
+    let dir2 = dir.clone();
+    let entries = git(mirror, move |m| {
+        let files = m.list_files(rev, &dir2)?;
+        // Only YAML blobs are read; other entries are passed on for their kind checks.
+        let wanted: Vec<Oid> = files
+            .iter()
+            .filter(|f| entry_kind(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path))
+            .map(|f| f.oid)
+            .collect();
+        let mut contents = m.read_blobs(&wanted)?.into_iter();
+        let mut entries = Vec::with_capacity(files.len());
+        for f in files {
+            let kind = entry_kind(f.kind);
+            let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
+                contents.next().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            entries.push(FileEntry {
+                path: f.path,
+                kind,
+                bytes,
+            });
+        }
+        Ok(entries)
+    })
+    .await?;
+    manifest::render(&dir, entries).map_err(RenderFailure::Invalid)
+}
+
+/// Renders `rev` by re-reading only the files changed since `base_rev`. Returns the state and
+/// the keys of the objects of changed files.
+pub async fn render_changed(
+    mirror: &Arc<Mirror>,
+    base_rev: Oid,
+    base: &DesiredState,
+    rev: Oid,
+    dir: &str,
+) -> Result<(DesiredState, Vec<ObjectKey>), RenderFailure> {
+    let dir = dir.trim_matches('/').to_string();
+    let dir2 = dir.clone();
+    let updates = git(mirror, move |m| {
+        let changes = m.changed_files(Some(base_rev), rev, &dir2)?;
+        let mut updates = Vec::with_capacity(changes.len());
+        for c in changes {
+            let entry = match c.change {
+                ChangeKind::Deleted => None,
+                ChangeKind::Added | ChangeKind::Modified => {
+                    let kind = entry_kind(c.kind);
+                    let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&c.path) {
+                        m.read_blob(rev, &c.path)?.unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    Some(FileEntry {
+                        path: c.path.clone(),
+                        kind,
+                        bytes,
+                    })
+                }
+            };
+            updates.push(FileUpdate { path: c.path, entry });
+        }
+        Ok(updates)
+    })
+    .await?;
+    manifest::rerender(&dir, base, updates).map_err(RenderFailure::Invalid)
+}
+
+/// Whether anything under `dir` changed between two revisions.
+pub async fn folder_changed(mirror: &Arc<Mirror>, from: Option<Oid>, to: Oid, dir: &str) -> Result<bool, GitError> {
+    let dir = dir.trim_matches('/').to_string();
+    git(mirror, move |m| Ok(!m.changed_files(from, to, &dir)?.is_empty())).await
+}
+
+/// Repository files at one revision, for bucket object sync.
+pub struct GitObjectSource {
+    pub mirror: Arc<Mirror>,
+    pub rev: Oid,
+}
+
+impl GitObjectSource {
+    // The S3 module's trait is synchronous; git reads are fast local I/O, so run them in place
+    // while telling the runtime this worker thread is blocked.
+    fn blocking<T>(&self, f: impl FnOnce(&Mirror) -> T) -> T {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| f(&self.mirror))
+            }
+            _ => f(&self.mirror),
+        }
+    }
+}
+
+impl ObjectSource for GitObjectSource {
+    fn list(&self, dir: &str) -> Result<Vec<SourceFile>, S3Error> {
+        let files = self
+            .blocking(|m| m.list_files(self.rev, dir))
+            .map_err(|e| S3Error::source(dir, e.to_string()))?;
+        let regular: Vec<_> = files
+            .into_iter()
+            .filter(|f| matches!(f.kind, FileKind::Blob | FileKind::Executable))
+            .collect();
+        let ids: Vec<Oid> = regular.iter().map(|f| f.oid).collect();
+        // Sizes come from the object headers; reading blobs here would defeat the no-op path,
+        // so read them once (they are local and typically small) only for their length.
+        let sizes = self
+            .blocking(|m| m.read_blobs(&ids))
+            .map_err(|e| S3Error::source(dir, e.to_string()))?;
+        Ok(regular
+            .into_iter()
+            .zip(sizes)
+            .map(|(f, bytes)| SourceFile {
+                path: f.path,
+                size: bytes.len() as u64,
+                content_id: f.oid.to_string(),
+            })
+            .collect())
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, S3Error> {
+        self.blocking(|m| m.read_blob(self.rev, path))
+            .map_err(|e| S3Error::source(path, e.to_string()))?
+            .ok_or_else(|| S3Error::source(path, "no such file at this revision"))
+    }
+}
