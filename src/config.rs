@@ -339,6 +339,18 @@ impl HostConfig {
             ),
             UrlScheme::Other(s) => add("repository.url".into(), format!("unsupported scheme {s:?}; use https://, ssh:// or a local path")),
         }
+        if scheme == UrlScheme::Local {
+            let path = Path::new(repo.url.strip_prefix("file://").unwrap_or(&repo.url));
+            if path.join(".git").exists() {
+                add(
+                    "repository.url".into(),
+                    format!(
+                        "{} is a checked-out repository; use a bare one (`git clone --bare`): notes cannot be pushed into a working tree",
+                        path.display()
+                    ),
+                );
+            }
+        }
         if repo.url.contains('@') && scheme == UrlScheme::Https {
             add("repository.url".into(), "credentials must not be part of the URL; use auth.username_file and auth.password_file".into());
         }
