@@ -383,6 +383,7 @@ impl Mirror {
         refspecs: &[String],
         op: &'static str,
     ) -> Result<(), GitError> {
+        self.check_local_remote(op)?;
         let state = CallbackState::new(Instant::now() + NETWORK_DEADLINE);
         let result = {
             let mut remote = repo
@@ -395,6 +396,22 @@ impl Mirror {
             remote.fetch(refspecs, Some(&mut fo), Some("gitopsd: fetch"))
         };
         result.map_err(|e| self.net_error(op, e, &state))
+    }
+
+    /// A local remote that vanished after `open()` (e.g. while being replaced, or an
+    /// unmounted share) is an outage, not a bad URL: libgit2 would report "unsupported URL
+    /// protocol" for it.
+    pub(crate) fn check_local_remote(&self, op: &'static str) -> Result<(), GitError> {
+        if let RemoteKind::Local(p) = &self.url.kind
+            && !p.exists()
+        {
+            return Err(GitError::Network {
+                url: self.url.sanitized.clone(),
+                op,
+                message: "remote repository path does not exist (anymore)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Classifies a libgit2 error from a network operation.
@@ -443,7 +460,10 @@ impl Mirror {
             | git2::ErrorClass::Http
             | git2::ErrorClass::Callback => GitError::Network { url, op, message },
             // A local remote that vanished after open() (e.g. being replaced): retry later.
-            git2::ErrorClass::Repository if self.url.is_local() => {
+            // Refs changing under libgit2's local transport while it lists them.
+            git2::ErrorClass::Repository | git2::ErrorClass::Reference
+                if self.url.is_local() =>
+            {
                 GitError::Network { url, op, message }
             }
             _ => GitError::Repo {

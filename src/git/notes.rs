@@ -309,9 +309,10 @@ impl Mirror {
         }
     }
 
-    /// libgit2's local transport updates the remote ref without compare-and-swap, so two
-    /// concurrent pushers could overwrite each other. Instead: push the objects to a
-    /// temporary ref, then move the notes ref in the remote repository with a CAS.
+    /// libgit2's local transport updates the remote ref without compare-and-swap (and a
+    /// temporary ref would race with concurrent fetches listing refs), so for a remote on
+    /// local disk we copy the missing objects into its object store and then move the notes
+    /// ref with a compare-and-swap.
     fn push_notes_local(
         &self,
         repo: &Repository,
@@ -320,30 +321,25 @@ impl Mirror {
         expected: Option<Oid>,
     ) -> Result<PushOutcome, GitError> {
         let notes_ref = self.opts.notes_ref.as_str();
-        let tmp = format!(
-            "refs/gitopsd/tmp/push-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        );
-        if let PushOutcome::Rejected(r) = self.push_refspec(repo, &format!("+{notes_ref}:{tmp}"))? {
-            return Ok(PushOutcome::Rejected(r));
-        }
         let unreachable = |e: git2::Error| GitError::Network {
             url: self.url.sanitized.clone(),
             op: "pushing notes",
             message: e.message().to_string(),
         };
+        if !path.exists() {
+            return Err(GitError::Network {
+                url: self.url.sanitized.clone(),
+                op: "pushing notes",
+                message: "remote repository path does not exist (anymore)".into(),
+            });
+        }
         let remote_repo = Repository::open(path).map_err(unreachable)?;
+        self.copy_objects(repo, &remote_repo, path, tip, expected)?;
         let msg = "gitopsd: push notes";
         let result = match expected {
             Some(old) => remote_repo.reference_matching(notes_ref, tip, true, old, msg),
             None => remote_repo.reference(notes_ref, tip, false, msg),
         };
-        if let Ok(mut r) = remote_repo.find_reference(&tmp)
-            && let Err(e) = r.delete()
-        {
-            tracing::warn!(r#ref = %tmp, url = %self.url.sanitized, error = %e, "cannot delete temporary ref on the remote");
-        }
         match result {
             Ok(_) => Ok(PushOutcome::Pushed),
             Err(e)
@@ -360,5 +356,67 @@ impl Mirror {
                 source: e,
             }),
         }
+    }
+
+    /// Copies the notes commits `tip` has and `remote_repo` lacks (with their trees and
+    /// blobs) into the remote's object store.
+    fn copy_objects(
+        &self,
+        repo: &Repository,
+        remote_repo: &Repository,
+        path: &Path,
+        tip: Oid,
+        known: Option<Oid>,
+    ) -> Result<(), GitError> {
+        let err = |source: git2::Error| GitError::Repo {
+            op: "copying notes objects to the remote",
+            path: path.to_path_buf(),
+            source,
+        };
+        let src = repo.odb().map_err(GitError::repo("open odb", &self.dir))?;
+        let dst = remote_repo.odb().map_err(GitError::repo("open odb", path))?;
+        let mut walk = repo.revwalk().map_err(GitError::repo("revwalk", &self.dir))?;
+        walk.push(tip).map_err(|e| self.object_err(tip, e))?;
+        if let Some(k) = known
+            && dst.exists(k)
+        {
+            walk.hide(k).map_err(|e| self.object_err(k, e))?;
+        }
+        let copy = |oid: Oid| -> Result<(), git2::Error> {
+            if !dst.exists(oid) {
+                let obj = src.read(oid)?;
+                dst.write(obj.kind(), obj.data())?;
+            }
+            Ok(())
+        };
+        fn copy_tree(
+            repo: &Repository,
+            dst: &git2::Odb<'_>,
+            copy: &dyn Fn(Oid) -> Result<(), git2::Error>,
+            id: Oid,
+        ) -> Result<(), git2::Error> {
+            if dst.exists(id) {
+                return Ok(());
+            }
+            let tree = repo.find_tree(id)?;
+            for entry in tree.iter() {
+                match entry.kind() {
+                    Some(ObjectType::Tree) => copy_tree(repo, dst, copy, entry.id())?,
+                    Some(ObjectType::Blob) => copy(entry.id())?,
+                    _ => {}
+                }
+            }
+            copy(id)
+        }
+        for id in walk {
+            let id = id.map_err(GitError::repo("revwalk", &self.dir))?;
+            if dst.exists(id) {
+                continue;
+            }
+            let commit = repo.find_commit(id).map_err(|e| self.object_err(id, e))?;
+            copy_tree(repo, &dst, &copy, commit.tree_id()).map_err(err)?;
+            copy(id).map_err(err)?;
+        }
+        Ok(())
     }
 }
