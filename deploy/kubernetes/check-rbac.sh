@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! kubectl get clusterrole gitopsd-apply >/dev/null 2>&1; then
+if ! kubectl get clusterrole gitopsd-apply gitopsd-bind-edit >/dev/null 2>&1; then
     kubectl apply -f "$here/rbac.yaml" >/dev/null
     created_rbac=1
 fi
