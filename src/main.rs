@@ -61,6 +61,9 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Preview what a revision would change (Markdown for a PR comment, or JSON). Exit code:
+    /// 0 no changes, 2 changes, 1 errors (including validation errors in the head).
+    Preview(gitopsd::preview::PreviewArgs),
 }
 
 fn init_logging() {
@@ -211,6 +214,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Preview(args) => Ok(ExitCode::from(gitopsd::preview::run_cli(args).await?)),
         Command::Rollback { config, env, to } => {
             let config = load(&config)?;
             let mirror = daemon::open_mirror(&config).await?;

@@ -1,0 +1,291 @@
+//! `--live`: the head revision against the running cluster. Every object of the head is dry-run
+//! (server-side apply, dry-run: admission, schema, quotas) and the result is compared with the
+//! live object; refusals become validation errors of that object. Objects gitopsd owns in the
+//! cluster that the head no longer has are deletions (when the environment prunes).
+//!
+//! Buckets are still compared between the base and head revisions (from git, no S3 calls).
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use git2::Oid;
+use serde_json::{Value, json};
+
+use super::compute::{EnvInput, compare, render_error};
+use super::redact::{is_sensitive, scrub};
+use super::report::{EnvReport, ObjectChange, Report, ValidationError};
+use super::repo::Repo;
+use super::PreviewError;
+use crate::config::EnvironmentConfig;
+use crate::git::FileKind;
+use crate::k8s::{Cluster, KubeError};
+use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Manifest, ObjectKey, Source};
+
+/// The head rendered for each environment (git work done before any network call).
+pub struct Prepared {
+    envs: Vec<PreparedEnv>,
+}
+
+struct PreparedEnv {
+    input: EnvInput,
+    cfg: Option<EnvironmentConfig>,
+    state: Result<DesiredState, Vec<ValidationError>>,
+}
+
+fn entry_kind(kind: FileKind) -> EntryKind {
+    match kind {
+        FileKind::Blob | FileKind::Executable => EntryKind::File,
+        FileKind::Symlink => EntryKind::Symlink,
+        FileKind::Submodule => EntryKind::Submodule,
+    }
+}
+
+/// Renders the head of every environment in full.
+pub fn prepare(
+    repo: &Repo,
+    head: Oid,
+    envs: &[(EnvInput, Option<EnvironmentConfig>)],
+) -> Result<Prepared, PreviewError> {
+    let mut out = Vec::with_capacity(envs.len());
+    for (input, cfg) in envs {
+        let mut entries = Vec::new();
+        let mut sensitive_files = BTreeSet::new();
+        for f in repo.list_files(head, &input.path)? {
+            let kind = entry_kind(f.kind);
+            let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
+                repo.blob(f.oid)?
+            } else {
+                Vec::new()
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("Secret") || input.sensitive.iter().any(|m| text.contains(m.kind.as_str())) {
+                sensitive_files.insert(f.path.clone());
+            }
+            entries.push(FileEntry {
+                path: f.path,
+                kind,
+                bytes,
+            });
+        }
+        let state = manifest::render(&input.path, entries).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let s = sensitive_files.contains(&e.path);
+                    render_error(e, s)
+                })
+                .collect()
+        });
+        out.push(PreparedEnv {
+            input: input.clone(),
+            cfg: cfg.clone(),
+            state,
+        });
+    }
+    Ok(Prepared { envs: out })
+}
+
+/// Runs the live comparison; `git` is the git-only report (its buckets are kept).
+pub async fn run(git: Report, prepared: Prepared) -> Result<Report, PreviewError> {
+    let mut environments = Vec::with_capacity(prepared.envs.len());
+    for (env, git_env) in prepared.envs.into_iter().zip(git.environments) {
+        environments.push(live_env(env, git_env).await?);
+    }
+    Ok(Report {
+        live: true,
+        environments,
+        ..git
+    })
+}
+
+fn error_of(m: &Manifest, message: String, sensitive: bool) -> ValidationError {
+    ValidationError {
+        object: Some(m.key.to_string()),
+        path: Some(m.source.path.clone()),
+        line: Some(m.source.line),
+        message: if sensitive { scrub(&message) } else { message },
+    }
+}
+
+/// The outcome of one object.
+enum Outcome {
+    Change(ObjectChange),
+    Unchanged,
+    Error(ValidationError),
+    /// A key the cluster knows the object by (namespace defaulted).
+    Key(ObjectKey, Box<Outcome>),
+}
+
+async fn one(
+    cluster: &Cluster,
+    m: &Manifest,
+    sensitive: bool,
+    new_namespaces: &BTreeSet<String>,
+    new_kinds: &BTreeSet<(String, String)>,
+) -> Outcome {
+    let target = match cluster.target(m).await {
+        Ok(t) => t,
+        Err(KubeError::UnknownKind { .. }) if new_kinds.contains(&(m.key.group.clone(), m.key.kind.clone())) => {
+            // Its CRD comes with this revision: it can only be created, and not dry-run yet.
+            return Outcome::Key(
+                m.key.clone(),
+                Box::new(match compare(&m.key, None, Some((&m.api_version, &m.body)), Some(m.source.to_string()), sensitive) {
+                    Some(c) => Outcome::Change(c),
+                    None => Outcome::Unchanged,
+                }),
+            );
+        }
+        Err(e) => return Outcome::Error(error_of(m, e.reason(), sensitive)),
+    };
+    let key = ObjectKey {
+        namespace: target.namespace.clone(),
+        ..m.key.clone()
+    };
+    let wrap = |o: Outcome| Outcome::Key(key.clone(), Box::new(o));
+    let desired = match cluster.dry_run(m).await {
+        Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
+        Err(e) if e.is_not_found() && target.namespace.as_ref().is_some_and(|ns| new_namespaces.contains(ns)) => {
+            // Its Namespace comes with this revision.
+            cluster.desired_object(m, &target)
+        }
+        Err(e) => return wrap(Outcome::Error(error_of(m, e.reason(), sensitive))),
+    };
+    let live = match cluster.get(m).await {
+        Ok(live) => live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return wrap(Outcome::Error(error_of(m, e.reason(), sensitive))),
+    };
+    let api_version = m.api_version.as_str();
+    let live_version = live
+        .as_ref()
+        .and_then(|v| v.get("apiVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or(api_version)
+        .to_string();
+    match compare(
+        &key,
+        live.as_ref().map(|v| (live_version.as_str(), v)),
+        Some((api_version, &desired)),
+        Some(m.source.to_string()),
+        sensitive,
+    ) {
+        Some(c) => wrap(Outcome::Change(c)),
+        None => wrap(Outcome::Unchanged),
+    }
+}
+
+async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, PreviewError> {
+    let mut report = EnvReport {
+        name: env.input.name.clone(),
+        path: env.input.path.clone(),
+        buckets: git_env.buckets,
+        ..EnvReport::default()
+    };
+    let state = match env.state {
+        Ok(state) => state,
+        Err(errors) => {
+            report.errors = errors;
+            report.count();
+            return Ok(report);
+        }
+    };
+    // Bucket problems found from git (spec, sync) still count.
+    report.errors.extend(git_env.errors.into_iter().filter(|e| e.object.as_deref().is_some_and(|o| o.starts_with("Bucket "))));
+    let kube: Vec<&Manifest> = state.kube_objects().collect();
+    let k8s = env.cfg.as_ref().and_then(|c| c.kubernetes.clone().map(|k| (c, k)));
+    let Some((cfg, k8s)) = k8s else {
+        if !kube.is_empty() {
+            report.errors.push(ValidationError {
+                object: None,
+                path: Some(env.input.path.clone()),
+                line: None,
+                message: "this environment has no kubernetes settings in the host config".into(),
+            });
+        }
+        report.count();
+        return Ok(report);
+    };
+    let cluster = Cluster::connect(&k8s, cfg).await?;
+    let new_namespaces: BTreeSet<String> = kube.iter().filter(|m| m.key.is_namespace()).map(|m| m.key.name.clone()).collect();
+    let new_kinds: BTreeSet<(String, String)> = kube
+        .iter()
+        .filter(|m| m.key.is_crd())
+        .filter_map(|m| {
+            let spec = m.body.get("spec")?;
+            let group = spec.get("group")?.as_str()?.to_string();
+            let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
+            Some((group, kind))
+        })
+        .collect();
+    let concurrency = cfg.apply_concurrency.max(1);
+    let outcomes: Vec<Outcome> = futures::stream::iter(kube.iter().map(|m| {
+        let sensitive = is_sensitive(&m.key, &env.input.sensitive);
+        one(&cluster, m, sensitive, &new_namespaces, &new_kinds)
+    }))
+    .buffered(concurrency)
+    .collect()
+    .await;
+    let mut present: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut unchanged = 0usize;
+    for o in outcomes {
+        let o = match o {
+            Outcome::Key(key, inner) => {
+                present.insert(key);
+                *inner
+            }
+            other => other,
+        };
+        match o {
+            Outcome::Change(c) => report.changes.push(c),
+            Outcome::Unchanged => unchanged += 1,
+            Outcome::Error(e) => report.errors.push(e),
+            Outcome::Key(..) => {}
+        }
+    }
+    if cfg.prune {
+        for owned in cluster.owned_objects().await? {
+            if present.contains(&owned.key) || state.objects.contains_key(&owned.key) {
+                continue;
+            }
+            let m = inventory_manifest(&owned.key, &owned.api_version);
+            let sensitive = is_sensitive(&owned.key, &env.input.sensitive);
+            match cluster.get(&m).await {
+                Ok(Some(live)) => {
+                    let v = serde_json::to_value(&live).unwrap_or(Value::Null);
+                    if let Some(c) = compare(&owned.key, Some((&owned.api_version, &v)), None, None, sensitive) {
+                        report.changes.push(c);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => report.errors.push(ValidationError {
+                    object: Some(owned.key.to_string()),
+                    path: None,
+                    line: None,
+                    message: e.reason(),
+                }),
+            }
+        }
+    }
+    report.changes.sort_by_key(ObjectChange::key);
+    report.count();
+    let buckets_unchanged = state.buckets().count().saturating_sub(report.buckets.iter().filter(|b| b.action != crate::plan::Action::Delete).count());
+    report.summary.unchanged = unchanged + buckets_unchanged;
+    Ok(report)
+}
+
+fn inventory_manifest(key: &ObjectKey, api_version: &str) -> Manifest {
+    let mut metadata = json!({ "name": key.name });
+    if let Some(ns) = &key.namespace {
+        metadata["namespace"] = Value::String(ns.clone());
+    }
+    Manifest {
+        key: key.clone(),
+        api_version: api_version.to_string(),
+        source: Source {
+            path: "(cluster)".into(),
+            line: 0,
+            document: 0,
+        },
+        body: json!({ "apiVersion": api_version, "kind": key.kind, "metadata": metadata }),
+    }
+}

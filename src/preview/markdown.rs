@@ -1,0 +1,336 @@
+//! Markdown for a pull-request comment, split into numbered bodies that each fit the limit.
+//!
+//! The document is a list of blocks (title and summary table, environment header, error list,
+//! one `<details>` per object); a split only ever happens between blocks, so no body cuts a
+//! code block or a `<details>` element. A block larger than a whole body keeps its start and
+//! its closing lines and says how many diff lines it left out.
+
+use std::fmt::Write as _;
+
+use super::report::{BucketChange, EnvReport, ObjectChange, Report};
+
+/// The title every body starts with (with `(part N/M)` when split).
+const TITLE: &str = "## gitopsd preview";
+/// Room kept for the title of a split body.
+const TITLE_RESERVE: usize = TITLE.len() + " (part 9999/9999)\n\n".len();
+/// Smallest accepted limit.
+pub const MIN_LIMIT: usize = 512;
+
+/// A unit that is never split.
+struct Block {
+    /// The environment this block belongs to (repeated as "continued" in a new body).
+    env: Option<String>,
+    /// An environment header: kept together with the next block, never "continued".
+    header: bool,
+    head: String,
+    /// Lines that may be left out when the block alone is too big.
+    body: Vec<String>,
+    tail: String,
+    /// What replaces `n` left-out lines.
+    marker: fn(usize) -> String,
+}
+
+impl Block {
+    fn plain(env: Option<&str>, header: bool, text: String) -> Block {
+        Block {
+            env: env.map(str::to_string),
+            header,
+            head: text,
+            body: Vec::new(),
+            tail: String::new(),
+            marker: |_| String::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.body.iter().map(String::len).sum::<usize>() + self.tail.len()
+    }
+
+    /// The text, with body lines left out so that it fits in `max` bytes if it can.
+    fn render(&self, max: usize) -> String {
+        let mut out = String::with_capacity(self.len().min(max));
+        out.push_str(&self.head);
+        if self.len() <= max {
+            self.body.iter().for_each(|l| out.push_str(l));
+        } else {
+            let total = self.body.len();
+            let reserve = self.tail.len() + (self.marker)(total).len();
+            let mut kept = 0;
+            for line in &self.body {
+                if out.len() + line.len() + reserve > max {
+                    break;
+                }
+                out.push_str(line);
+                kept += 1;
+            }
+            out.push_str(&(self.marker)(total - kept));
+        }
+        out.push_str(&self.tail);
+        out
+    }
+}
+
+fn diff_marker(n: usize) -> String {
+    format!("… diff truncated: {n} more lines not shown (too large for one comment; see `--format json`)\n")
+}
+
+fn list_marker(n: usize) -> String {
+    format!("- … {n} more not shown (too large for one comment; see `--format json`)\n")
+}
+
+/// Escapes text for HTML (inside `<summary>`).
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Inline code that survives backticks in the text.
+fn code(s: &str) -> String {
+    let longest = longest_run(s, '`');
+    let ticks = "`".repeat(longest + 1);
+    if longest > 0 { format!("{ticks} {s} {ticks}") } else { format!("{ticks}{s}{ticks}") }
+}
+
+fn longest_run(s: &str, c: char) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for ch in s.chars() {
+        if ch == c {
+            run += 1;
+            best = best.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    best
+}
+
+/// A code fence longer than any backtick run in `lines`.
+fn fence(lines: &[String]) -> String {
+    let longest = lines.iter().map(|l| longest_run(l, '`')).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn object_title(c: &ObjectChange) -> String {
+    let kind = if c.group.is_empty() {
+        c.kind.clone()
+    } else {
+        format!("{}.{}", c.kind, c.group)
+    };
+    match &c.namespace {
+        Some(ns) => format!("{kind} {ns}/{}", c.name),
+        None => format!("{kind} {}", c.name),
+    }
+}
+
+fn summary_line(action: &str, what: &str, source: Option<&str>) -> String {
+    let mut s = format!("<details>\n<summary><b>{action}</b> <code>{}</code>", html(what));
+    if let Some(src) = source {
+        let _ = write!(s, " <sub>{}</sub>", html(src));
+    }
+    s.push_str("</summary>\n\n");
+    s
+}
+
+fn lines_of(text: &str) -> Vec<String> {
+    text.split_inclusive('\n')
+        .map(|l| if l.ends_with('\n') { l.to_string() } else { format!("{l}\n") })
+        .collect()
+}
+
+fn object_block(env: &str, c: &ObjectChange) -> Block {
+    let mut head = summary_line(c.action.as_str(), &object_title(c), c.source.as_deref());
+    if let Some(keys) = &c.changed_keys {
+        head.push_str("Sensitive object: only the keys that change are shown, never values.\n\n");
+        let mut body = Vec::new();
+        for (what, list) in [("added", &keys.added), ("changed", &keys.changed), ("removed", &keys.removed)] {
+            for k in list {
+                body.push(format!("- {what}: {}\n", code(k)));
+            }
+        }
+        if body.is_empty() {
+            body.push("- (no keys)\n".to_string());
+        }
+        return Block {
+            env: Some(env.to_string()),
+            header: false,
+            head,
+            body,
+            tail: "\n</details>\n\n".to_string(),
+            marker: list_marker,
+        };
+    }
+    let body = lines_of(c.diff.as_deref().unwrap_or_default());
+    let f = fence(&body);
+    let _ = writeln!(head, "{f}diff");
+    Block {
+        env: Some(env.to_string()),
+        header: false,
+        head,
+        body,
+        tail: format!("{f}\n\n</details>\n\n"),
+        marker: diff_marker,
+    }
+}
+
+fn bucket_block(env: &str, b: &BucketChange) -> Block {
+    let what = format!("Bucket {} (S3 bucket {})", b.name, b.bucket);
+    let mut head = summary_line(b.action.as_str(), &what, b.source.as_deref());
+    let mut body = Vec::new();
+    for f in &b.fields {
+        body.push(format!("  {}:\n", f.field));
+        body.extend(f.before.lines().map(|l| format!("-   {l}\n")));
+        body.extend(f.after.lines().map(|l| format!("+   {l}\n")));
+    }
+    let o = &b.objects;
+    if !o.is_empty() {
+        body.push(format!(
+            "  objects: {} to upload, {} to replace, {} to delete, {} kept (delete: false)\n",
+            o.upload.len(),
+            o.replace.len(),
+            o.delete.len(),
+            o.kept.len()
+        ));
+        body.extend(o.upload.iter().map(|k| format!("+ {k}\n")));
+        body.extend(o.replace.iter().map(|k| format!("! {k}\n")));
+        body.extend(o.delete.iter().map(|k| format!("- {k}\n")));
+        body.extend(o.kept.iter().map(|k| format!("  {k} (kept)\n")));
+    }
+    let f = fence(&body);
+    let _ = writeln!(head, "{f}diff");
+    Block {
+        env: Some(env.to_string()),
+        header: false,
+        head,
+        body,
+        tail: format!("{f}\n\n</details>\n\n"),
+        marker: diff_marker,
+    }
+}
+
+fn counts(e: &EnvReport) -> String {
+    let s = &e.summary;
+    format!(
+        "{} to create, {} to update, {} to delete, {} unchanged",
+        s.create, s.update, s.delete, s.unchanged
+    )
+}
+
+fn blocks(report: &Report) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut top = String::new();
+    if report.live {
+        let _ = writeln!(top, "Head {} compared with the **live cluster** (server-side dry-run).\n", code(short(&report.head)));
+    } else {
+        let _ = writeln!(top, "Base {} → head {}.\n", code(short(&report.base)), code(short(&report.head)));
+    }
+    let errors: usize = report.environments.iter().map(|e| e.errors.len()).sum();
+    if errors > 0 {
+        let _ = writeln!(top, "**{errors} validation error(s)**: gitopsd would reject this revision.\n");
+    } else if !report.has_changes() {
+        top.push_str("**No changes.**\n\n");
+    }
+    if !report.environments.is_empty() {
+        top.push_str("| Environment | Create | Update | Delete | Unchanged | Errors |\n");
+        top.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for e in &report.environments {
+            let s = &e.summary;
+            let _ = writeln!(
+                top,
+                "| {} | {} | {} | {} | {} | {} |",
+                code(&e.name),
+                s.create,
+                s.update,
+                s.delete,
+                s.unchanged,
+                s.errors
+            );
+        }
+        top.push('\n');
+    } else {
+        top.push_str("No environments.\n\n");
+    }
+    out.push(Block::plain(None, false, top));
+    for e in &report.environments {
+        if !e.has_changes() && e.errors.is_empty() {
+            continue;
+        }
+        let header = format!("### {} — {}\n\n{}.\n\n", code(&e.name), code(&e.path), counts(e));
+        out.push(Block::plain(Some(&e.name), true, header));
+        if !e.errors.is_empty() {
+            out.push(Block {
+                env: Some(e.name.clone()),
+                header: false,
+                head: "**Validation errors**\n\n".to_string(),
+                body: e.errors.iter().map(|err| format!("- {}\n", code(&err.to_string()))).collect(),
+                tail: "\n".to_string(),
+                marker: list_marker,
+            });
+        }
+        for c in &e.changes {
+            out.push(object_block(&e.name, c));
+        }
+        for b in &e.buckets {
+            out.push(bucket_block(&e.name, b));
+        }
+    }
+    out
+}
+
+fn continued(env: &str) -> String {
+    format!("### {} (continued)\n\n", code(env))
+}
+
+/// Renders the report as Markdown bodies of at most `limit` bytes each (when possible: see the
+/// module docs).
+pub fn render(report: &Report, limit: usize) -> Vec<String> {
+    let limit = limit.max(MIN_LIMIT);
+    let budget = limit.saturating_sub(TITLE_RESERVE);
+    let blocks = blocks(report);
+    let fit = |b: &Block| {
+        let cont = match &b.env {
+            Some(env) if !b.header => continued(env).len(),
+            _ => 0,
+        };
+        b.render(budget.saturating_sub(cont))
+    };
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let text = fit(b);
+        let extra = match blocks.get(i + 1) {
+            Some(next) if b.header => fit(next).len(),
+            _ => 0,
+        };
+        if !cur.is_empty() && cur.len() + text.len() + extra > budget {
+            parts.push(std::mem::take(&mut cur));
+        }
+        if cur.is_empty()
+            && !parts.is_empty()
+            && !b.header
+            && let Some(env) = &b.env
+        {
+            cur.push_str(&continued(env));
+        }
+        cur.push_str(&text);
+    }
+    if !cur.is_empty() || parts.is_empty() {
+        parts.push(cur);
+    }
+    let m = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let title = if m > 1 { format!("{TITLE} (part {}/{m})", i + 1) } else { TITLE.to_string() };
+            format!("{title}\n\n{}\n", body.trim_end())
+        })
+        .collect()
+}
+
+/// The line printed before each body when several are printed together.
+pub fn separator(n: usize, m: usize) -> String {
+    format!("<!-- gitopsd-preview part {n}/{m} -->")
+}

@@ -1,0 +1,208 @@
+//! What a preview may show: server-managed fields are dropped before comparing, and sensitive
+//! objects (Secrets, plus what the host config marks) are reduced to the keys that changed.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::config::SensitiveMatcher;
+use crate::manifest::ObjectKey;
+
+/// The annotation `kubectl apply` leaves behind (it holds a full copy of the object).
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops fields the server manages (they change on every write and say nothing about the plan):
+/// `metadata.managedFields`, `resourceVersion`, `uid`, `creationTimestamp`, `generation`,
+/// `status` and the last-applied annotation. Empty `annotations` left behind go too.
+pub fn strip_server_fields(value: &Value) -> Value {
+    let mut v = value.clone();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("status");
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
+                meta.remove(k);
+            }
+            let empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                Some(ann) => {
+                    ann.remove(LAST_APPLIED);
+                    ann.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                meta.remove("annotations");
+            }
+        }
+    }
+    v
+}
+
+/// Whether an object's values must never be shown.
+pub fn is_sensitive(key: &ObjectKey, matchers: &[SensitiveMatcher]) -> bool {
+    key.is_secret()
+        || matchers.iter().any(|m| {
+            let kind_ok = m.kind == key.kind
+                || (!key.group.is_empty() && m.kind == format!("{}.{}", key.kind, key.group));
+            kind_ok
+                && m.name.as_ref().is_none_or(|n| n == &key.name)
+                && m.namespace.as_ref().is_none_or(|ns| key.namespace.as_ref() == Some(ns))
+        })
+}
+
+/// Which keys of a sensitive object changed; never values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChangedKeys {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ChangedKeys {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+fn segment(key: &str) -> String {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        format!(".{key}")
+    } else {
+        format!("[{}]", serde_json::to_string(key).unwrap_or_default())
+    }
+}
+
+/// Leaf paths (`data.password`, `spec.items[0]`) and a fingerprint of each leaf's value. The
+/// fingerprint is only compared, never shown.
+fn leaves(value: &Value, prefix: &str, out: &mut BTreeMap<String, String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                leaves(v, &format!("{prefix}{}", segment(k)), out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(v, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        other => {
+            let path = prefix.strip_prefix('.').unwrap_or(prefix).to_string();
+            out.insert(path, other.to_string());
+        }
+    }
+}
+
+/// Identity fields are not listed for a created or deleted object: they are in the summary.
+fn is_identity(path: &str) -> bool {
+    matches!(path, "apiVersion" | "kind" | "metadata.name" | "metadata.namespace")
+}
+
+/// Keys added, changed and removed between two versions of a sensitive object.
+pub fn changed_keys(before: Option<&Value>, after: Option<&Value>) -> ChangedKeys {
+    let mut old = BTreeMap::new();
+    let mut new = BTreeMap::new();
+    if let Some(b) = before {
+        leaves(b, "", &mut old);
+    }
+    if let Some(a) = after {
+        leaves(a, "", &mut new);
+    }
+    let whole_object = before.is_none() || after.is_none();
+    let mut out = ChangedKeys::default();
+    for (path, value) in &new {
+        if whole_object && is_identity(path) {
+            continue;
+        }
+        match old.get(path) {
+            None => out.added.push(path.clone()),
+            Some(v) if v != value => out.changed.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    for path in old.keys() {
+        if !new.contains_key(path) && !(whole_object && is_identity(path)) {
+            out.removed.push(path.clone());
+        }
+    }
+    out
+}
+
+/// Removes quoted text from a message about a sensitive object (parsers and API servers quote
+/// offending values).
+pub fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' || c == '`' || c == '\'' {
+            // Apostrophes inside words are not quotes.
+            if c == '\'' && out.chars().last().is_some_and(char::is_alphanumeric) {
+                out.push(c);
+                continue;
+            }
+            let rest: String = chars.clone().collect();
+            if let Some(end) = rest.find(c) {
+                out.push(c);
+                out.push('…');
+                out.push(c);
+                for _ in 0..rest[..end].chars().count() + 1 {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strips_server_fields() {
+        let v = json!({"apiVersion": "v1", "kind": "ConfigMap", "status": {"x": 1},
+            "metadata": {"name": "a", "uid": "u", "resourceVersion": "1", "generation": 2,
+                "creationTimestamp": "t", "managedFields": [], "annotations": {(LAST_APPLIED): "{}"}}});
+        assert_eq!(
+            strip_server_fields(&v),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
+        );
+    }
+
+    #[test]
+    fn changed_keys_never_hold_values() {
+        let a = json!({"kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "MQ==", "b": "Mg=="}});
+        let b = json!({"kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "Mw==", "c": "NA==", "tls.crt": "x"}});
+        let k = changed_keys(Some(&a), Some(&b));
+        assert_eq!(k.added, vec!["data.c", "data[\"tls.crt\"]"]);
+        assert_eq!(k.changed, vec!["data.a"]);
+        assert_eq!(k.removed, vec!["data.b"]);
+        let created = changed_keys(None, Some(&b));
+        assert_eq!(created.added, vec!["data.a", "data.c", "data[\"tls.crt\"]"]);
+    }
+
+    #[test]
+    fn sensitive_matchers() {
+        let key = |kind: &str, ns: Option<&str>, name: &str| ObjectKey {
+            group: String::new(),
+            kind: kind.into(),
+            namespace: ns.map(Into::into),
+            name: name.into(),
+        };
+        let m = vec![SensitiveMatcher {
+            kind: "ConfigMap".into(),
+            name: Some("creds".into()),
+            namespace: None,
+        }];
+        assert!(is_sensitive(&key("Secret", None, "x"), &[]));
+        assert!(is_sensitive(&key("ConfigMap", Some("a"), "creds"), &m));
+        assert!(!is_sensitive(&key("ConfigMap", Some("a"), "other"), &m));
+    }
+
+    #[test]
+    fn scrub_removes_quoted_text() {
+        assert_eq!(scrub("invalid value \"hunter2\" at 'x' isn't ok"), "invalid value \"…\" at '…' isn't ok");
+    }
+}
