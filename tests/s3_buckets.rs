@@ -422,3 +422,35 @@ async fn errors_name_bucket_and_call_and_are_classified() {
         }
     }
 }
+
+#[tokio::test]
+async fn buckets_are_created_in_their_region_and_cannot_move() {
+    let tb = require_testbed!();
+    let (c, _log) = client(tb).await;
+    let name = support::unique_name("region");
+    let s = spec(&name, "  region: eu-west-1\n  versioning: Enabled\n");
+    let plan = converge(&c, &s).await;
+    assert_eq!(plan.action, BucketAction::Create);
+    let sdk = tb.s3_client().await;
+    let loc = sdk
+        .get_bucket_location()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        loc.location_constraint().map(|l| l.as_str()),
+        Some("eu-west-1")
+    );
+    assert!(plan_bucket(&c, &s, None).await.unwrap().is_noop());
+    assert_healthy(&c, &s).await;
+
+    let moved = spec(&name, "  region: us-west-2\n  versioning: Enabled\n");
+    match plan_bucket(&c, &moved, None).await {
+        Err(e @ S3Error::Conflict { .. }) => {
+            assert!(e.to_string().contains("eu-west-1"), "{e}");
+            assert!(!e.is_transient());
+        }
+        other => panic!("expected a region conflict, got {other:?}"),
+    }
+}

@@ -170,9 +170,10 @@ async fn sync_first_noop_changed_and_removed_files() {
         .filter(|(m, what)| what == "object" && m == "GET")
         .collect();
     assert!(object_reads.is_empty(), "no per-object reads: {entries:?}");
+    let heads: Vec<_> = entries.iter().filter(|(m, _)| m == "HEAD").collect();
     assert_eq!(
-        entries.iter().filter(|(m, _)| m == "HEAD").count(),
-        1,
+        heads,
+        [&("HEAD".to_string(), "bucket".to_string())],
         "HeadBucket only: {entries:?}"
     );
     assert_eq!(
@@ -445,4 +446,60 @@ async fn bench_sync_1000_small_files() {
         log.total(),
         log.writes()
     );
+}
+
+#[tokio::test]
+async fn header_changes_are_found_with_verify_object_headers() {
+    let tb = require_testbed!();
+    let (c, log) = client(tb).await;
+    let name = support::unique_name("headers");
+    let mut source = MemorySource::new();
+    source.insert("web/index.html", "<p>hi</p>");
+    source.insert("web/app.js", "console.log(1)");
+    let old = spec(&name, "    source: web\n    cacheControl: no-cache\n");
+    let plan = plan_bucket(&c, &old, Some(&source)).await.unwrap();
+    apply_bucket(&c, &old, &plan, Some(&source)).await.unwrap();
+
+    let new = spec(
+        &name,
+        "    source: web\n    cacheControl: \"public, max-age=60\"\n    contentTypes: { .js: application/x-test }\n",
+    );
+    let changes = s3::diff_specs(Some(&old), Some(&new));
+    assert_eq!(
+        changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
+        ["objects"]
+    );
+    // Listing cannot see headers: the cheap plan says nothing to do ...
+    assert!(
+        plan_bucket(&c, &new, Some(&source))
+            .await
+            .unwrap()
+            .is_noop()
+    );
+    // ... the verifying plan HEADs each object and re-uploads both.
+    let verify = s3::PlanOptions {
+        verify_object_headers: true,
+    };
+    let plan = s3::plan_bucket_with(&c, &new, Some(&source), verify)
+        .await
+        .unwrap();
+    assert_eq!(plan.objects.head_requests, 2);
+    assert_eq!(plan.objects.replaced, ["app.js", "index.html"]);
+    apply_bucket(&c, &new, &plan, Some(&source)).await.unwrap();
+    let sdk = tb.s3_client_2().await;
+    let head = sdk
+        .head_object()
+        .bucket(&name)
+        .key("app.js")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/x-test"));
+    assert_eq!(head.cache_control(), Some("public, max-age=60"));
+    log.clear();
+    let plan = s3::plan_bucket_with(&c, &new, Some(&source), verify)
+        .await
+        .unwrap();
+    assert!(plan.is_noop(), "{:?}", plan.objects);
+    assert_eq!(log.writes(), 0);
 }

@@ -72,7 +72,10 @@ pub async fn client(settings: &S3Settings) -> Client {
 
 /// [`client`] with a [`RequestLog`] that records every HTTP request (tests, benchmarks).
 pub async fn client_with_log(settings: &S3Settings) -> (Client, RequestLog) {
-    let log = RequestLog::default();
+    let log = RequestLog {
+        path_style: settings.force_path_style,
+        ..RequestLog::default()
+    };
     (client_with(settings, Some(log.clone())).await, log)
 }
 
@@ -132,10 +135,13 @@ async fn client_with(settings: &S3Settings, log: Option<RequestLog>) -> Client {
 #[derive(Clone, Debug, Default)]
 pub struct RequestLog {
     entries: Arc<Mutex<Vec<(String, String)>>>,
+    /// Whether the client uses path-style URLs (`/bucket/key`), to tell bucket from object calls.
+    path_style: bool,
 }
 
 impl RequestLog {
-    /// `(method, what)` pairs, e.g. `("GET", "ListObjectsV2")`, `("PUT", "object")`.
+    /// `(method, what)` pairs, e.g. `("GET", "ListObjectsV2")`, `("PUT", "object")`,
+    /// `("HEAD", "bucket")`, `("GET", "versioning")` (the sub-resource query keys).
     pub fn entries(&self) -> Vec<(String, String)> {
         self.entries
             .lock()
@@ -180,7 +186,15 @@ impl Intercept for RequestLog {
     ) -> Result<(), aws_sdk_s3::error::BoxError> {
         let req = context.request();
         let method = req.method().to_string();
-        let query = req.uri().split_once('?').map(|(_, q)| q).unwrap_or("");
+        let (path, query) = req.uri().split_once('?').unwrap_or((req.uri(), ""));
+        let path = path.split_once("://").map_or(path, |(_, rest)| rest);
+        let path = path.split_once('/').map_or("", |(_, p)| p);
+        let segments = path.split('/').filter(|s| !s.is_empty()).count();
+        let on_object = if self.path_style {
+            segments >= 2
+        } else {
+            segments >= 1
+        };
         let keys: Vec<&str> = query
             .split('&')
             .filter(|p| !p.is_empty() && !p.starts_with("x-id="))
@@ -189,7 +203,7 @@ impl Intercept for RequestLog {
         let what = if query.contains("list-type=2") {
             "ListObjectsV2".to_string()
         } else if keys.is_empty() {
-            "object".to_string()
+            if on_object { "object" } else { "bucket" }.to_string()
         } else {
             keys.join("&")
         };
@@ -411,6 +425,16 @@ fn is_not_implemented(e: &S3Error) -> bool {
         if matches!(code.as_deref(), Some("NotImplemented" | "XNotImplemented")) || *status == Some(501))
 }
 
+/// Options of [`plan_bucket_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// HEAD every synced object that looks unchanged and re-upload it when its Content-Type or
+    /// Cache-Control differ from the spec. Listing cannot see headers, so use this when
+    /// `objects.cacheControl` or `objects.contentTypes` changed (see [`diff_specs`]); it costs one
+    /// request per object.
+    pub verify_object_headers: bool,
+}
+
 /// Plans a bucket: Get* calls and ListObjectsV2 only (HeadObject only for objects whose ETag
 /// cannot be trusted). `objects` is needed for object sync; without it the sync is not planned.
 pub async fn plan_bucket(
@@ -418,9 +442,33 @@ pub async fn plan_bucket(
     spec: &BucketSpec,
     objects: Option<&dyn ObjectSource>,
 ) -> Result<BucketPlan, S3Error> {
+    plan_bucket_with(client, spec, objects, PlanOptions::default()).await
+}
+
+/// [`plan_bucket`] with options.
+pub async fn plan_bucket_with(
+    client: &Client,
+    spec: &BucketSpec,
+    objects: Option<&dyn ObjectSource>,
+    options: PlanOptions,
+) -> Result<BucketPlan, S3Error> {
     let rclient = regional(client, spec);
     let live = Box::pin(read_live(client, spec)).await?;
     let mut warnings = Vec::new();
+    if let Some(live) = &live
+        && let Some(live_region) = &live.region
+    {
+        let region = effective_region(client, spec);
+        if !region_matches(live_region, &region) {
+            return Err(S3Error::Conflict {
+                bucket: spec.name.clone(),
+                call: "HeadBucket",
+                message: format!(
+                    "the bucket exists in region {live_region}, the spec wants {region}; buckets cannot move between regions"
+                ),
+            });
+        }
+    }
     let object_plan = match (&spec.objects, objects) {
         (Some(sync), Some(source)) => {
             Box::pin(objects::plan_objects(
@@ -429,6 +477,7 @@ pub async fn plan_bucket(
                 sync,
                 source,
                 live.is_some(),
+                options.verify_object_headers,
             ))
             .await?
         }
@@ -459,18 +508,6 @@ pub async fn plan_bucket(
             after: Some(spec.config.clone()),
         });
     };
-    let region = effective_region(client, spec);
-    if let Some(live_region) = &live.region
-        && !region_matches(live_region, &region)
-    {
-        return Err(S3Error::Conflict {
-            bucket: spec.name.clone(),
-            call: "HeadBucket",
-            message: format!(
-                "the bucket exists in region {live_region}, the spec wants {region}; buckets cannot move between regions"
-            ),
-        });
-    }
     let mut desired = spec.config.clone();
     for field in &live.unsupported {
         if *field == Field::PublicAccessBlock && !spec.public_access_block_explicit {
@@ -689,7 +726,7 @@ pub async fn check_health(client: &Client, spec: &BucketSpec) -> Result<Vec<Stri
     }
     for field in spec.config.fields() {
         if live.unsupported.contains(&field) {
-            if !(field == Field::PublicAccessBlock && !spec.public_access_block_explicit) {
+            if field != Field::PublicAccessBlock || spec.public_access_block_explicit {
                 problems.push(format!("{}: not implemented by the server", field.name()));
             }
             continue;

@@ -351,13 +351,16 @@ fn digests_of(
 }
 
 /// Plans a sync. `exists = false` (the bucket is about to be created): everything is uploaded and
-/// nothing is listed.
+/// nothing is listed. `verify_headers`: also HEAD every unchanged object and re-upload those whose
+/// Content-Type or Cache-Control differ (use it when `cacheControl`/`contentTypes` changed; it costs
+/// one request per object).
 pub async fn plan_objects(
     client: &Client,
     bucket: &str,
     sync: &ObjectSync,
     source: &dyn ObjectSource,
     exists: bool,
+    verify_headers: bool,
 ) -> Result<ObjectPlan, S3Error> {
     let desired = desired_objects(bucket, sync, source)?;
     let mut plan = ObjectPlan::default();
@@ -366,40 +369,76 @@ pub async fn plan_objects(
     } else {
         BTreeMap::new()
     };
+    // (key, file, sha256 to check when the ETag could not be trusted)
+    let mut to_head: Vec<(&String, &SourceFile, Option<String>)> = Vec::new();
+    let mut changed = Vec::new();
     for (key, file) in &desired {
         let Some(obj) = live.get(key) else {
             plan.uploads.push(key.clone());
             plan.sources.insert(key.clone(), file.clone());
             continue;
         };
-        let same = obj.size == file.size && {
-            let d = digests_of(bucket, source, file)?;
-            if d.etag == obj.etag {
-                true
+        if obj.size != file.size {
+            changed.push(key);
+            continue;
+        }
+        let d = digests_of(bucket, source, file)?;
+        if d.etag == obj.etag {
+            if verify_headers {
+                to_head.push((key, file, None));
             } else {
-                // The ETag is not what gitopsd's upload would give; ask the object for its SHA-256.
-                plan.head_requests += 1;
-                let head = client
-                    .head_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| S3Error::from_sdk(bucket, "HeadObject", Some(key), &e))?;
-                head.metadata()
-                    .and_then(|m| m.get(SHA256_METADATA))
-                    .map(|s| s.to_ascii_lowercase())
-                    == Some(d.sha256.clone())
+                plan.unchanged += 1;
             }
-        };
+        } else {
+            // The ETag is not what gitopsd's upload gives (SSE-KMS, other multipart sizes,
+            // another server's scheme): the object's SHA-256 metadata decides.
+            to_head.push((key, file, Some(d.sha256)));
+        }
+    }
+    plan.head_requests = u32::try_from(to_head.len()).unwrap_or(u32::MAX);
+    let heads: Vec<(&String, bool)> = futures::stream::iter(to_head)
+        .map(|(key, file, sha)| async move {
+            let head = client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| S3Error::from_sdk(bucket, "HeadObject", Some(key), &e))?;
+            let mut same = true;
+            if let Some(sha) = sha {
+                same &= head
+                    .metadata()
+                    .and_then(|m| m.get(SHA256_METADATA))
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&sha));
+            }
+            if verify_headers {
+                let norm = |s: &str| s.replace(' ', "").to_ascii_lowercase();
+                let want_type = content_type(&file.path, &sync.content_types);
+                same &= head.content_type().map(norm) == Some(norm(&want_type));
+                same &= head.cache_control().map(norm) == sync.cache_control.as_deref().map(norm);
+            }
+            Ok::<_, S3Error>((key, same))
+        })
+        .buffer_unordered(UPLOAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (key, same) in heads {
         if same {
             plan.unchanged += 1;
         } else {
+            changed.push(key);
+        }
+    }
+    for key in changed {
+        if let Some(file) = desired.get(key) {
             plan.uploads.push(key.clone());
             plan.replaced.push(key.clone());
             plan.sources.insert(key.clone(), file.clone());
         }
     }
+    plan.uploads.sort();
+    plan.replaced.sort();
     if sync.delete {
         plan.deletes = live
             .keys()

@@ -1298,7 +1298,7 @@ fn parse_objects(v: &Value, c: &mut Checker) -> Option<ObjectSync> {
     let max_file_size = match map.get("maxFileSize") {
         None => DEFAULT_MAX_FILE_SIZE,
         Some(v) => match parse_size(v) {
-            Ok(n) if n == 0 => {
+            Ok(0) => {
                 c.err(&format!("{path}.maxFileSize"), "must be more than 0");
                 DEFAULT_MAX_FILE_SIZE
             }
