@@ -657,3 +657,52 @@ fn notes_race_and_outage_over_git_protocol() {
     m3.push_pending_notes().expect("push pending");
     assert!(remote_note(&f, a).unwrap_or_default().contains("dev:\n  round: offline\n"));
 }
+
+/// The server declines pushes with a pre-receive hook: libgit2 reports that only through
+/// `push_update_reference` (push returns Ok). We must notice, retry, and finally give up
+/// with a transient error.
+#[test]
+fn server_side_push_rejection_is_detected_and_retried() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    f.write("a", "1");
+    let a = f.commit("a");
+    let counter = f.root.join("hook-count");
+    let always = f.root.join("hook-always");
+    let hook = f.remote.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > {c}\n\
+             if [ -e {always} ] || [ $n -le 2 ]; then echo \"declined $n\" >&2; exit 1; fi\nexit 0\n",
+            c = counter.display(),
+            always = always.display()
+        ),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let Some(daemon) = start_daemon(&f) else { return };
+    let mut o = f.opts();
+    o.url = daemon.url.clone();
+    let m = Mirror::open(&f.root.join("m"), o).expect("open");
+    m.fetch().expect("fetch");
+    let retries = m
+        .update_note(a, &|old| set_section(old, "dev", "outcome: healthy"))
+        .expect("accepted on the third push");
+    assert_eq!(retries, 2);
+    assert_eq!(remote_note(&f, a).as_deref(), Some("dev:\n  outcome: healthy\n"));
+
+    std::fs::write(&always, "").expect("flag");
+    let started = std::time::Instant::now();
+    let e = m
+        .update_note(a, &|old| set_section(old, "prod", "outcome: healthy"))
+        .expect_err("always declined");
+    assert!(matches!(e, GitError::PushRejected { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The note is kept locally and pushed once the server accepts again.
+    assert!(m.read_note(a).expect("read").unwrap_or_default().contains("prod:"));
+    std::fs::remove_file(&always).expect("unflag");
+    m.push_pending_notes().expect("push pending");
+    assert!(remote_note(&f, a).unwrap_or_default().contains("prod:"));
+}
