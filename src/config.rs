@@ -262,33 +262,36 @@ pub fn log_filter() -> String {
         .unwrap_or_else(|_| "info".to_string())
 }
 
-/// Replaces `${NAME}` with the environment variable's value. Unset variables are problems.
+/// Replaces `${NAME}` with the environment variable's value, outside comment lines. Unset
+/// variables are problems.
 fn expand_env(text: &str, problems: &mut Vec<Problem>) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                let line = text[..text.len() - rest.len() + start].lines().count().max(1);
-                match std::env::var(name) {
-                    Ok(value) => out.push_str(&value),
-                    Err(_) => problems.push(Problem {
-                        key: format!("line {line}"),
-                        message: format!("environment variable {name} is not set"),
-                    }),
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
                 out.push_str(&rest[start..]);
                 rest = "";
+                break;
+            };
+            let name = &after[..end];
+            match std::env::var(name) {
+                Ok(value) => out.push_str(&value),
+                Err(_) => problems.push(Problem {
+                    key: format!("line {}", index + 1),
+                    message: format!("environment variable {name} is not set"),
+                }),
             }
+            rest = &after[end + 1..];
         }
+        out.push_str(rest);
     }
-    out.push_str(rest);
     out
 }
 
@@ -615,7 +618,8 @@ mod tests {
 
     #[test]
     fn unset_variables_are_reported() {
-        let err = load("repository: {url: ${GITOPSD_TEST_SURELY_UNSET_VAR}}\n").unwrap_err();
-        assert!(err.to_string().contains("GITOPSD_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+        let err = load("# ${IN_A_COMMENT_IS_FINE}\nrepository: {url: ${GITOPSD_TEST_SURELY_UNSET_VAR}}\n").unwrap_err();
+        assert!(err.to_string().contains("line 2: environment variable GITOPSD_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+        assert!(!err.to_string().contains("IN_A_COMMENT"), "{err}");
     }
 }
