@@ -344,6 +344,44 @@ async fn service_account_token_authenticates() {
     );
 }
 
+#[tokio::test]
+async fn static_persistent_volume_binds() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let tb = require_testbed!();
+    let client = tb.kube_client().await;
+    let ns = tb.namespace(&client, "pvc").await;
+    let pv_name = support::unique_name("pv");
+    let class = format!("static-{pv_name}");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": { "name": pv_name },
+        "spec": { "capacity": { "storage": "1Gi" }, "accessModes": ["ReadWriteOnce"],
+                  "storageClassName": class, "hostPath": { "path": "/tmp/gitopsd-testbed-pv" } }
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": { "name": "data" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                  "resources": { "requests": { "storage": "1Gi" } } }
+    }))
+    .unwrap();
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    wait_until(
+        "PVC data Bound to the static PV",
+        Duration::from_secs(60),
+        || async {
+            let c = pvcs.get("data").await.unwrap();
+            c.status.and_then(|s| s.phase).as_deref() == Some("Bound")
+                && c.spec.and_then(|s| s.volume_name).as_deref() == Some(pv_name.as_str())
+        },
+    )
+    .await;
+}
+
 // ---------------------------------------------------------------- S3
 
 #[tokio::test]
