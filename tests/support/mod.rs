@@ -5,6 +5,8 @@
 //! a panic (tests/run sets it, so CI cannot pass by skipping).
 #![allow(dead_code, unused_macros)]
 
+pub mod gitopsd;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
