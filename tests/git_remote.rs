@@ -63,7 +63,12 @@ fn seeded_repo(
     git(
         &work,
         &env,
-        &["push", "-q", &https_with_password(tb, &repo.https_url), "HEAD:refs/heads/main"],
+        &[
+            "push",
+            "-q",
+            &https_with_password(tb, &repo.https_url),
+            "HEAD:refs/heads/main",
+        ],
     );
     let head = Oid::from_str(&git(&work, &env, &["rev-parse", "HEAD"])).expect("oid");
     (repo, work, head)
@@ -100,8 +105,21 @@ fn opts(url: &str, auth: GitAuth) -> MirrorOptions {
 fn notes_in_fresh_clone(tb: &support::Testbed, tmp: &Path, url: &str) -> String {
     let env = tb.git_cli_env();
     let clone = tmp.join(format!("clone-{}", rand_suffix()));
-    git(tmp, &env, &["clone", "-q", &https_with_password(tb, url), clone.to_str().expect("utf8")]);
-    git(&clone, &env, &["fetch", "-q", "origin", "refs/notes/*:refs/notes/*"]);
+    git(
+        tmp,
+        &env,
+        &[
+            "clone",
+            "-q",
+            &https_with_password(tb, url),
+            clone.to_str().expect("utf8"),
+        ],
+    );
+    git(
+        &clone,
+        &env,
+        &["fetch", "-q", "origin", "refs/notes/*:refs/notes/*"],
+    );
     git(&clone, &env, &["log", "--notes=gitopsd", "--format=%H%n%N"])
 }
 
@@ -132,8 +150,11 @@ fn https_mirror_fetches_and_pushes_notes() {
     let tb = require_testbed!();
     let tmp = tempfile::tempdir().expect("tmp");
     let (repo, _work, head) = seeded_repo(tb, tmp.path(), "git-https");
-    let m = Mirror::open(&tmp.path().join("mirror"), opts(&repo.https_url, https_auth(tb)))
-        .expect("open");
+    let m = Mirror::open(
+        &tmp.path().join("mirror"),
+        opts(&repo.https_url, https_auth(tb)),
+    )
+    .expect("open");
     assert_eq!(m.fetch().expect("fetch over https"), head);
     let files = m.list_files(head, "environments/dev").expect("list");
     assert_eq!(files.len(), 1);
@@ -150,8 +171,11 @@ fn https_mirror_fetches_and_pushes_notes() {
     // Two mirrors racing on the same commit, different sections: both survive.
     let m1 = Arc::new(m);
     let m2 = Arc::new(
-        Mirror::open(&tmp.path().join("mirror2"), opts(&repo.https_url, https_auth(tb)))
-            .expect("open"),
+        Mirror::open(
+            &tmp.path().join("mirror2"),
+            opts(&repo.https_url, https_auth(tb)),
+        )
+        .expect("open"),
     );
     m2.fetch().expect("fetch");
     let run = |m: Arc<Mirror>, env: &'static str| {
@@ -181,23 +205,39 @@ fn https_wrong_password_is_a_permanent_auth_error() {
     let m = Mirror::open(&tmp.path().join("mirror"), opts(&repo.https_url, auth)).expect("open");
     let started = Instant::now();
     let e = m.fetch().expect_err("wrong password");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(matches!(e, GitError::Auth { .. }), "{e:?}");
     assert!(!e.is_transient());
     let text = format!("{e} {e:?}");
     assert!(!text.contains("definitely-wrong-pw"), "{text}");
-    assert!(!text.contains(tb.env("GITOPSD_TEST_GIT_PASSWORD")), "{text}");
+    assert!(
+        !text.contains(tb.env("GITOPSD_TEST_GIT_PASSWORD")),
+        "{text}"
+    );
 
     // Password embedded in the URL: used, but never stored in the mirror config.
     let url = https_with_password(tb, &repo.https_url);
     let m = Mirror::open(
         &tmp.path().join("mirror2"),
-        opts(&url, GitAuth { ca_file: Some(tb.git_ca()), ..Default::default() }),
+        opts(
+            &url,
+            GitAuth {
+                ca_file: Some(tb.git_ca()),
+                ..Default::default()
+            },
+        ),
     )
     .expect("open");
     m.fetch().expect("fetch with credentials from the URL");
     let config = std::fs::read_to_string(tmp.path().join("mirror2/config")).expect("config");
-    assert!(!config.contains(tb.env("GITOPSD_TEST_GIT_PASSWORD")), "{config}");
+    assert!(
+        !config.contains(tb.env("GITOPSD_TEST_GIT_PASSWORD")),
+        "{config}"
+    );
 }
 
 #[test]
@@ -219,8 +259,11 @@ fn ssh_mirror_fetches_and_pushes_notes() {
     let tb = require_testbed!();
     let tmp = tempfile::tempdir().expect("tmp");
     let (repo, _work, head) = seeded_repo(tb, tmp.path(), "git-ssh");
-    let m = Mirror::open(&tmp.path().join("mirror"), opts(&repo.ssh_url, ssh_auth(tb)))
-        .expect("open");
+    let m = Mirror::open(
+        &tmp.path().join("mirror"),
+        opts(&repo.ssh_url, ssh_auth(tb)),
+    )
+    .expect("open");
     assert_eq!(m.fetch().expect("fetch over ssh"), head);
     m.update_note(head, &|old| section(old, "prod", "outcome: rolled-back"))
         .expect("note pushed over ssh");
@@ -249,7 +292,11 @@ fn ssh_unknown_or_wrong_host_key_is_refused() {
 
     // Host listed with a different key (take the client key's public half as the "host key").
     let real = std::fs::read_to_string(tb.env("GITOPSD_TEST_GIT_KNOWN_HOSTS")).expect("read");
-    let host = real.split_whitespace().next().expect("host field").to_string();
+    let host = real
+        .split_whitespace()
+        .next()
+        .expect("host field")
+        .to_string();
     let other_pub = std::fs::read_to_string(format!("{}.pub", tb.env("GITOPSD_TEST_GIT_SSH_KEY")))
         .expect("client public key");
     let other_key = other_pub.split_whitespace().nth(1).expect("key field");

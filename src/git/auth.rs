@@ -144,11 +144,7 @@ pub(crate) fn parse_url(url: &str) -> Result<RemoteUrl, String> {
         sanitized.push_str(hostport);
         sanitized.push_str(path);
         return Ok(RemoteUrl {
-            kind: RemoteKind::Network {
-                scheme,
-                host,
-                port,
-            },
+            kind: RemoteKind::Network { scheme, host, port },
             sanitized,
             username: username.filter(|u| !u.is_empty()),
             password: password.filter(|p| !p.is_empty()),
@@ -309,8 +305,8 @@ pub(crate) fn callbacks<'a>(
         *state.auth_failure.borrow_mut() = Some(msg.clone());
         Err(git2::Error::from_str(&msg))
     });
-    cb.certificate_check(move |cert, host| {
-        match check_certificate(auth, url, cert, host) {
+    cb.certificate_check(
+        move |cert, host| match check_certificate(auth, url, cert, host) {
             Ok(status) => Ok(status),
             Err(msg) => {
                 *state.cert_failure.borrow_mut() = Some(msg.clone());
@@ -320,8 +316,8 @@ pub(crate) fn callbacks<'a>(
                     msg,
                 ))
             }
-        }
-    });
+        },
+    );
     cb.push_update_reference(move |refname, status| {
         if let Some(reason) = status {
             state
@@ -380,7 +376,10 @@ pub(crate) fn verify_x509(ca_file: &Path, leaf_der: &[u8], host: &str) -> Result
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot parse CA file {}: {e}", ca_file.display()))?;
     if cas.is_empty() {
-        return Err(format!("CA file {} holds no certificate", ca_file.display()));
+        return Err(format!(
+            "CA file {} holds no certificate",
+            ca_file.display()
+        ));
     }
     let anchors: Vec<_> = cas
         .iter()
@@ -418,7 +417,12 @@ pub(crate) fn verify_x509(ca_file: &Path, leaf_der: &[u8], host: &str) -> Result
 }
 
 /// Checks `key` (SSH wire-format blob) against the known_hosts file for host/port.
-pub(crate) fn check_known_hosts(file: &Path, host: &str, port: u16, key: &[u8]) -> Result<(), String> {
+pub(crate) fn check_known_hosts(
+    file: &Path,
+    host: &str,
+    port: u16,
+    key: &[u8],
+) -> Result<(), String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read known_hosts file {}: {e}", file.display()))?;
     let name = if port == 22 {
@@ -451,7 +455,10 @@ pub(crate) fn check_known_hosts(file: &Path, host: &str, port: u16, key: &[u8]) 
         match marker {
             Some("@revoked") => {
                 if blob == key {
-                    return Err(format!("host key of {name} is marked @revoked in {}", file.display()));
+                    return Err(format!(
+                        "host key of {name} is marked @revoked in {}",
+                        file.display()
+                    ));
                 }
                 continue;
             }
@@ -472,7 +479,10 @@ pub(crate) fn check_known_hosts(file: &Path, host: &str, port: u16, key: &[u8]) 
             file.display()
         ))
     } else {
-        Err(format!("host {name} is not listed in known_hosts file {}", file.display()))
+        Err(format!(
+            "host {name} is not listed in known_hosts file {}",
+            file.display()
+        ))
     }
 }
 
@@ -652,8 +662,14 @@ mod tests {
     #[test]
     fn sha1_and_hmac_known_vectors() {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(hex(&sha1::digest(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(hex(&sha1::digest(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(
+            hex(&sha1::digest(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hex(&sha1::digest(b"")),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
         // RFC 2202 test case 2
         assert_eq!(
             hex(&sha1::hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
@@ -665,8 +681,10 @@ mod tests {
     fn known_hosts_matching() {
         let dir = tempfile::tempdir().unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
-        let key_a = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_vec();
-        let key_b = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB".to_vec();
+        let key_a =
+            b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_vec();
+        let key_b =
+            b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB".to_vec();
         let salt = b"0123456789abcdef0123";
         let hashed = format!(
             "|1|{}|{}",
@@ -682,14 +700,26 @@ mod tests {
         let f = dir.path().join("known_hosts");
         std::fs::write(&f, text).unwrap();
         assert!(check_known_hosts(&f, "git.example", 2222, &key_a).is_ok());
-        assert!(check_known_hosts(&f, "git.example", 2222, &key_b).unwrap_err().contains("does not match"));
-        assert!(check_known_hosts(&f, "git.example", 22, &key_a).unwrap_err().contains("not listed"));
+        assert!(
+            check_known_hosts(&f, "git.example", 2222, &key_b)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(
+            check_known_hosts(&f, "git.example", 22, &key_a)
+                .unwrap_err()
+                .contains("not listed")
+        );
         assert!(check_known_hosts(&f, "plain.example", 22, &key_a).is_ok());
         assert!(check_known_hosts(&f, "x.wild.example", 22, &key_a).is_ok());
         assert!(check_known_hosts(&f, "bad.wild.example", 22, &key_a).is_err());
         assert!(check_known_hosts(&f, "hashed.example", 2222, &key_b).is_ok());
         assert!(check_known_hosts(&f, "hashed.example", 2222, &key_a).is_err());
-        assert!(check_known_hosts(&f, "plain.example", 22, b"revoked-key").unwrap_err().contains("revoked"));
+        assert!(
+            check_known_hosts(&f, "plain.example", 22, b"revoked-key")
+                .unwrap_err()
+                .contains("revoked")
+        );
     }
 
     #[test]

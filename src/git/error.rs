@@ -98,12 +98,18 @@ impl GitError {
         }
     }
 
-    pub(crate) fn repo(op: &'static str, path: &std::path::Path) -> impl FnOnce(git2::Error) -> GitError {
+    pub(crate) fn repo(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(git2::Error) -> GitError {
         let path = path.to_path_buf();
         move |source| GitError::Repo { op, path, source }
     }
 
-    pub(crate) fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> GitError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> GitError {
         let path = path.to_path_buf();
         move |source| GitError::Io { op, path, source }
     }

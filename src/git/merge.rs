@@ -36,7 +36,9 @@ fn top_level_key(line: &str) -> Option<String> {
         }
         &stripped[..end]
     } else {
-        let idx = trimmed.find(": ").or_else(|| trimmed.strip_suffix(':').map(|s| s.len()))?;
+        let idx = trimmed
+            .find(": ")
+            .or_else(|| trimmed.strip_suffix(':').map(|s| s.len()))?;
         &trimmed[..idx]
     };
     Some(key.trim().to_string())
@@ -61,7 +63,11 @@ pub fn merge_sections(base: Option<&str>, ours: &str, theirs: Option<&str>) -> S
     let (op, os) = sections(ours);
     let (tp, ts) = sections(theirs);
     let pick = |b: Option<&str>, o: Option<&str>, t: Option<&str>| -> Option<String> {
-        if o == b { t.map(str::to_string) } else { o.map(str::to_string) }
+        if o == b {
+            t.map(str::to_string)
+        } else {
+            o.map(str::to_string)
+        }
     };
     let mut out = pick(Some(&bp), Some(&op), Some(&tp)).unwrap_or_default();
     let mut keys: Vec<&str> = ts.iter().map(|(k, _)| k.as_str()).collect();
@@ -108,8 +114,14 @@ mod tests {
     #[test]
     fn trivial_cases() {
         assert_eq!(merge_sections(None, "a: 1\n", None), "a: 1\n");
-        assert_eq!(merge_sections(Some("a: 1\n"), "a: 2\n", Some("a: 1\n")), "a: 2\n");
-        assert_eq!(merge_sections(Some("a: 1\n"), "a: 1\n", Some("a: 3\n")), "a: 3\n");
+        assert_eq!(
+            merge_sections(Some("a: 1\n"), "a: 2\n", Some("a: 1\n")),
+            "a: 2\n"
+        );
+        assert_eq!(
+            merge_sections(Some("a: 1\n"), "a: 1\n", Some("a: 3\n")),
+            "a: 3\n"
+        );
         assert_eq!(top_level_key("\"x y\": 1"), Some("x y".into()));
         assert_eq!(top_level_key("  nested: 1"), None);
         assert_eq!(top_level_key("- item"), None);

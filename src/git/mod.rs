@@ -157,7 +157,11 @@ fn normalize_dir(dir: &str) -> String {
         d = rest;
     }
     let d = d.trim_matches('/');
-    if d == "." { String::new() } else { d.to_string() }
+    if d == "." {
+        String::new()
+    } else {
+        d.to_string()
+    }
 }
 
 fn join_path(dir: &str, rest: &str) -> String {
@@ -267,7 +271,8 @@ impl Mirror {
         let mut cfg = git2::Config::new().map_err(GitError::repo("config", &self.dir))?;
         cfg.add_file(&self.dir.join("config"), ConfigLevel::Local, false)
             .map_err(GitError::repo("config", &self.dir))?;
-        repo.set_config(&cfg).map_err(GitError::repo("config", &self.dir))?;
+        repo.set_config(&cfg)
+            .map_err(GitError::repo("config", &self.dir))?;
         Ok(repo)
     }
 
@@ -322,7 +327,9 @@ impl Mirror {
     /// Deletes whatever is at `dir` and initialises a fresh bare mirror.
     fn recreate(&self) -> Result<Repository, GitError> {
         if self.dir.exists() {
-            let aside = self.dir.with_extension(format!("corrupt-{}", std::process::id()));
+            let aside = self
+                .dir
+                .with_extension(format!("corrupt-{}", std::process::id()));
             match std::fs::rename(&self.dir, &aside) {
                 Ok(()) => {
                     if let Err(e) = std::fs::remove_dir_all(&aside) {
@@ -356,12 +363,8 @@ impl Mirror {
                 .remote_set_url(REMOTE_NAME, url)
                 .map_err(GitError::repo("configure remote", &self.dir))?,
             Err(_) => {
-                repo.remote_with_fetch(
-                    REMOTE_NAME,
-                    url,
-                    &format!("+{b}:{b}", b = self.branch_ref),
-                )
-                .map_err(GitError::repo("configure remote", &self.dir))?;
+                repo.remote_with_fetch(REMOTE_NAME, url, &format!("+{b}:{b}", b = self.branch_ref))
+                    .map_err(GitError::repo("configure remote", &self.dir))?;
             }
         }
         let head_ok = repo
@@ -415,7 +418,12 @@ impl Mirror {
     }
 
     /// Classifies a libgit2 error from a network operation.
-    pub(crate) fn net_error(&self, op: &'static str, e: git2::Error, state: &CallbackState) -> GitError {
+    pub(crate) fn net_error(
+        &self,
+        op: &'static str,
+        e: git2::Error,
+        state: &CallbackState,
+    ) -> GitError {
         let url = self.url.sanitized.clone();
         if let Some(message) = state.cert_failure.borrow().clone() {
             return GitError::HostVerification { url, message };
@@ -461,9 +469,7 @@ impl Mirror {
             | git2::ErrorClass::Callback => GitError::Network { url, op, message },
             // A local remote that vanished after open() (e.g. being replaced): retry later.
             // Refs changing under libgit2's local transport while it lists them.
-            git2::ErrorClass::Repository | git2::ErrorClass::Reference
-                if self.url.is_local() =>
-            {
+            git2::ErrorClass::Repository | git2::ErrorClass::Reference if self.url.is_local() => {
                 GitError::Network { url, op, message }
             }
             _ => GitError::Repo {
@@ -498,7 +504,12 @@ impl Mirror {
             format!("+{b}:{b}", b = self.branch_ref),
             format!("+{}:{}", self.opts.notes_ref, REMOTE_NOTES_REF),
         ];
-        refspecs.extend(self.opts.extra_fetch_refs.iter().map(|g| format!("+{g}:{g}")));
+        refspecs.extend(
+            self.opts
+                .extra_fetch_refs
+                .iter()
+                .map(|g| format!("+{g}:{g}")),
+        );
         let repo = match self.open_checked() {
             Ok(repo) => repo,
             Err(e) => {
@@ -711,7 +722,9 @@ impl Mirror {
         limit: usize,
     ) -> Result<Vec<CommitInfo>, GitError> {
         let repo = self.repo()?;
-        let mut walk = repo.revwalk().map_err(GitError::repo("revwalk", &self.dir))?;
+        let mut walk = repo
+            .revwalk()
+            .map_err(GitError::repo("revwalk", &self.dir))?;
         walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
             .map_err(GitError::repo("revwalk", &self.dir))?;
         walk.push(to).map_err(|e| self.object_err(to, e))?;

@@ -50,14 +50,22 @@ impl Mirror {
         }
     }
 
-    fn set_ref(&self, repo: &Repository, name: &str, target: Option<Oid>, msg: &str) -> Result<(), GitError> {
+    fn set_ref(
+        &self,
+        repo: &Repository,
+        name: &str,
+        target: Option<Oid>,
+        msg: &str,
+    ) -> Result<(), GitError> {
         match target {
             Some(id) => {
                 repo.reference(name, id, true, msg)
                     .map_err(GitError::repo("update ref", &self.dir))?;
             }
             None => match repo.find_reference(name) {
-                Ok(mut r) => r.delete().map_err(GitError::repo("delete ref", &self.dir))?,
+                Ok(mut r) => r
+                    .delete()
+                    .map_err(GitError::repo("delete ref", &self.dir))?,
                 Err(e) if e.code() == git2::ErrorCode::NotFound => {}
                 Err(e) => return Err(GitError::repo("read ref", &self.dir)(e)),
             },
@@ -66,7 +74,11 @@ impl Mirror {
     }
 
     /// annotated commit → note blob, for the notes commit `tip` (handles fan-out trees).
-    fn notes_map(&self, repo: &Repository, tip: Option<Oid>) -> Result<BTreeMap<Oid, Oid>, GitError> {
+    fn notes_map(
+        &self,
+        repo: &Repository,
+        tip: Option<Oid>,
+    ) -> Result<BTreeMap<Oid, Oid>, GitError> {
         let mut out = BTreeMap::new();
         let Some(tip) = tip else { return Ok(out) };
         let tree = self.commit_tree(repo, tip)?;
@@ -109,7 +121,9 @@ impl Mirror {
 
     fn local_note(&self, repo: &Repository, commit: Oid) -> Result<Option<String>, GitError> {
         match repo.find_note(Some(&self.opts.notes_ref), commit) {
-            Ok(n) => Ok(Some(String::from_utf8_lossy(n.message_bytes()).into_owned())),
+            Ok(n) => Ok(Some(
+                String::from_utf8_lossy(n.message_bytes()).into_owned(),
+            )),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
             Err(e) => Err(GitError::repo("read note", &self.dir)(e)),
         }
@@ -176,7 +190,9 @@ impl Mirror {
             };
             let merged = match &self.merger {
                 Some(m) => m(base_text.as_deref(), &ours, theirs.as_deref()),
-                None => super::merge::merge_sections(base_text.as_deref(), &ours, theirs.as_deref()),
+                None => {
+                    super::merge::merge_sections(base_text.as_deref(), &ours, theirs.as_deref())
+                }
             };
             if theirs.as_deref() != Some(merged.as_str()) {
                 repo.note(&sig, &sig, Some(REBUILD_REF), *commit, &merged, true)
@@ -187,7 +203,11 @@ impl Mirror {
         let tip = self.ref_target(repo, REBUILD_REF)?;
         self.set_ref(repo, local_ref, tip, "gitopsd: replay pending notes")?;
         self.set_ref(repo, REBUILD_REF, None, "")?;
-        tracing::debug!(pending = replayed, notes_ref = local_ref, "replayed unpushed notes on the remote notes tip");
+        tracing::debug!(
+            pending = replayed,
+            notes_ref = local_ref,
+            "replayed unpushed notes on the remote notes tip"
+        );
         Ok(())
     }
 
@@ -254,7 +274,12 @@ impl Mirror {
             }
             match self.push_notes(repo, local_tip, remote)? {
                 PushOutcome::Pushed => {
-                    self.set_ref(repo, REMOTE_NOTES_REF, Some(local_tip), "gitopsd: pushed notes")?;
+                    self.set_ref(
+                        repo,
+                        REMOTE_NOTES_REF,
+                        Some(local_tip),
+                        "gitopsd: pushed notes",
+                    )?;
                     tracing::info!(notes_commit = %local_tip, notes_ref, retries, "pushed notes");
                     return Ok(retries);
                 }
@@ -277,7 +302,12 @@ impl Mirror {
     }
 
     /// Pushes the local notes tip without force. `expected` is the remote tip it builds on.
-    fn push_notes(&self, repo: &Repository, tip: Oid, expected: Option<Oid>) -> Result<PushOutcome, GitError> {
+    fn push_notes(
+        &self,
+        repo: &Repository,
+        tip: Oid,
+        expected: Option<Oid>,
+    ) -> Result<PushOutcome, GitError> {
         let notes_ref = self.opts.notes_ref.as_str();
         if let RemoteKind::Local(path) = &self.url.kind {
             return self.push_notes_local(repo, path, tip, expected);
@@ -348,7 +378,10 @@ impl Mirror {
                     git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked
                 ) =>
             {
-                Ok(PushOutcome::Rejected(format!("{notes_ref} moved on the remote: {}", e.message())))
+                Ok(PushOutcome::Rejected(format!(
+                    "{notes_ref} moved on the remote: {}",
+                    e.message()
+                )))
             }
             Err(e) => Err(GitError::Repo {
                 op: "updating remote notes ref",
@@ -374,8 +407,12 @@ impl Mirror {
             source,
         };
         let src = repo.odb().map_err(GitError::repo("open odb", &self.dir))?;
-        let dst = remote_repo.odb().map_err(GitError::repo("open odb", path))?;
-        let mut walk = repo.revwalk().map_err(GitError::repo("revwalk", &self.dir))?;
+        let dst = remote_repo
+            .odb()
+            .map_err(GitError::repo("open odb", path))?;
+        let mut walk = repo
+            .revwalk()
+            .map_err(GitError::repo("revwalk", &self.dir))?;
         walk.push(tip).map_err(|e| self.object_err(tip, e))?;
         if let Some(k) = known
             && dst.exists(k)

@@ -44,7 +44,10 @@ impl Fixture {
         let work = root.join("work");
         git(&root, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
         git(&root, &["init", "-q", "-b", "main", "work"]);
-        git(&work, &["remote", "add", "origin", remote.to_str().expect("utf8")]);
+        git(
+            &work,
+            &["remote", "add", "origin", remote.to_str().expect("utf8")],
+        );
         Fixture {
             _tmp: tmp,
             root,
@@ -62,7 +65,10 @@ impl Fixture {
     fn commit(&self, msg: &str) -> Oid {
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "-q", "--allow-empty", "-m", msg]);
-        git(&self.work, &["push", "-q", "-f", "origin", "HEAD:refs/heads/main"]);
+        git(
+            &self.work,
+            &["push", "-q", "-f", "origin", "HEAD:refs/heads/main"],
+        );
         Oid::from_str(&git(&self.work, &["rev-parse", "HEAD"])).expect("oid")
     }
 
@@ -100,7 +106,8 @@ fn fetch_and_read_tree() {
         let p = f.work.join("environments/dev/run.sh");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    std::os::unix::fs::symlink("a.yaml", f.work.join("environments/dev/link.yaml")).expect("symlink");
+    std::os::unix::fs::symlink("a.yaml", f.work.join("environments/dev/link.yaml"))
+        .expect("symlink");
     let c1 = f.commit("first");
     f.write("README", "hi\n");
     let c2 = f.commit("second\n\nbody");
@@ -122,13 +129,21 @@ fn fetch_and_read_tree() {
             ("environments/dev/sub/c.yaml", FileKind::Blob),
         ]
     );
-    assert_eq!(m.list_files(c2, "/environments/dev/").expect("list").len(), 5);
+    assert_eq!(
+        m.list_files(c2, "/environments/dev/").expect("list").len(),
+        5
+    );
     assert_eq!(m.list_files(c2, "").expect("root").len(), 7);
-    assert!(m.list_files(c2, "environments/nope").expect("missing").is_empty());
+    assert!(
+        m.list_files(c2, "environments/nope")
+            .expect("missing")
+            .is_empty()
+    );
     assert!(m.list_files(c2, "README").expect("file as dir").is_empty());
 
     assert_eq!(
-        m.read_blob(c2, "environments/dev/sub/c.yaml").expect("read"),
+        m.read_blob(c2, "environments/dev/sub/c.yaml")
+            .expect("read"),
         Some(b"c: 1\n".to_vec())
     );
     assert_eq!(
@@ -173,7 +188,11 @@ fn fetch_and_read_tree() {
         .collect();
     assert_eq!(limited, vec![c3, c4]);
     assert_eq!(m.commits_between(None, c4, 100).expect("all").len(), 4);
-    assert!(m.commits_between(Some(c4), c4, 100).expect("none").is_empty());
+    assert!(
+        m.commits_between(Some(c4), c4, 100)
+            .expect("none")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -231,7 +250,11 @@ fn changed_files_reports_adds_modifies_deletes_and_type_changes() {
     let all = m.changed_files(None, c2, "env").expect("diff");
     assert_eq!(all.len(), 4);
     assert!(all.iter().all(|c| c.change == ChangeKind::Added));
-    assert!(m.changed_files(Some(c1), c2, "missing").expect("diff").is_empty());
+    assert!(
+        m.changed_files(Some(c1), c2, "missing")
+            .expect("diff")
+            .is_empty()
+    );
     let root = m.changed_files(Some(c1), c2, "").expect("diff");
     assert!(root.iter().any(|c| c.path == "other/x"));
     // Folder deleted entirely.
@@ -298,13 +321,22 @@ fn invalid_options_are_permanent_errors() {
     let dir = f.root.join("m");
     let mut o = f.opts();
     o.branch = "bad..name".into();
-    assert!(matches!(Mirror::open(&dir, o), Err(GitError::InvalidConfig { .. })));
+    assert!(matches!(
+        Mirror::open(&dir, o),
+        Err(GitError::InvalidConfig { .. })
+    ));
     let mut o = f.opts();
     o.extra_fetch_refs = vec!["refs/notes/*".into()];
-    assert!(matches!(Mirror::open(&dir, o), Err(GitError::InvalidConfig { .. })));
+    assert!(matches!(
+        Mirror::open(&dir, o),
+        Err(GitError::InvalidConfig { .. })
+    ));
     let mut o = f.opts();
     o.notes_ref = "gitopsd".into();
-    assert!(matches!(Mirror::open(&dir, o), Err(GitError::InvalidConfig { .. })));
+    assert!(matches!(
+        Mirror::open(&dir, o),
+        Err(GitError::InvalidConfig { .. })
+    ));
     let mut o = f.opts();
     o.url = f.root.join("nope").to_string_lossy().into_owned();
     let e = Mirror::open(&dir, o).expect_err("missing path");
@@ -418,20 +450,56 @@ fn notes_are_written_pushed_and_read() {
         remote_note(&f, a).as_deref(),
         Some("dev:\n  outcome: healthy\nprod:\n  outcome: healthy\n")
     );
-    assert_eq!(remote_note(&f, b).as_deref(), Some("dev:\n  outcome: rejected\n"));
+    assert_eq!(
+        remote_note(&f, b).as_deref(),
+        Some("dev:\n  outcome: rejected\n")
+    );
     let listed = m.list_notes().expect("list");
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().any(|(c, t)| *c == b && t.contains("rejected")));
+    assert!(
+        listed
+            .iter()
+            .any(|(c, t)| *c == b && t.contains("rejected"))
+    );
 
     // A second mirror sees the notes after a fetch; a note written with the git CLI is
     // preserved when the first mirror writes again.
     let m2 = f.mirror("m2");
     m2.fetch().expect("fetch");
-    assert_eq!(m2.read_note(b).expect("read").as_deref(), Some("dev:\n  outcome: rejected\n"));
+    assert_eq!(
+        m2.read_note(b).expect("read").as_deref(),
+        Some("dev:\n  outcome: rejected\n")
+    );
     let c = f.commit("c");
-    git(&f.work, &["fetch", "-q", "origin", "refs/notes/gitopsd:refs/notes/gitopsd"]);
-    git(&f.work, &["notes", "--ref=gitopsd", "add", "-m", "human: hello", &c.to_string()]);
-    git(&f.work, &["push", "-q", "origin", "refs/notes/gitopsd:refs/notes/gitopsd"]);
+    git(
+        &f.work,
+        &[
+            "fetch",
+            "-q",
+            "origin",
+            "refs/notes/gitopsd:refs/notes/gitopsd",
+        ],
+    );
+    git(
+        &f.work,
+        &[
+            "notes",
+            "--ref=gitopsd",
+            "add",
+            "-m",
+            "human: hello",
+            &c.to_string(),
+        ],
+    );
+    git(
+        &f.work,
+        &[
+            "push",
+            "-q",
+            "origin",
+            "refs/notes/gitopsd:refs/notes/gitopsd",
+        ],
+    );
     m.update_note(b, &|old| set_section(old, "prod", "outcome: healthy"))
         .expect("update after foreign push");
     assert_eq!(remote_note(&f, c).as_deref(), Some("human: hello\n"));
@@ -465,11 +533,20 @@ fn concurrent_note_updates_from_two_mirrors_keep_both_sections() {
     let r1 = t1.join().expect("join");
     let r2 = t2.join().expect("join");
     let note = remote_note(&f, a).expect("note on remote");
-    assert!(note.contains(&format!("dev:\n  round: {}\n", rounds - 1)), "{note}");
-    assert!(note.contains(&format!("prod:\n  round: {}\n", rounds - 1)), "{note}");
+    assert!(
+        note.contains(&format!("dev:\n  round: {}\n", rounds - 1)),
+        "{note}"
+    );
+    assert!(
+        note.contains(&format!("prod:\n  round: {}\n", rounds - 1)),
+        "{note}"
+    );
     eprintln!("retries: {r1} + {r2}");
     m1.fetch().expect("fetch");
-    assert_eq!(m1.read_note(a).expect("read").as_deref(), Some(note.as_str()));
+    assert_eq!(
+        m1.read_note(a).expect("read").as_deref(),
+        Some(note.as_str())
+    );
 }
 
 #[test]
@@ -496,7 +573,11 @@ fn pending_notes_survive_an_outage_and_are_pushed_later() {
         m1.read_note(a).expect("local note").as_deref(),
         Some("dev:\n  outcome: healthy\n")
     );
-    assert!(m1.push_pending_notes().expect_err("still gone").is_transient());
+    assert!(
+        m1.push_pending_notes()
+            .expect_err("still gone")
+            .is_transient()
+    );
     std::fs::rename(&away, &f.remote).expect("bring remote back");
 
     // Meanwhile someone else annotates the same commit (other section) and pushes.
@@ -513,7 +594,10 @@ fn pending_notes_survive_an_outage_and_are_pushed_later() {
     let remote = remote_note(&f, a).expect("remote note");
     assert!(remote.contains("dev:\n  outcome: healthy\n"), "{remote}");
     assert!(remote.contains("prod:\n  outcome: healthy\n"), "{remote}");
-    assert_eq!(remote_note(&f, b).as_deref(), Some("dev:\n  outcome: rejected\n"));
+    assert_eq!(
+        remote_note(&f, b).as_deref(),
+        Some("dev:\n  outcome: rejected\n")
+    );
     assert_eq!(m1.push_pending_notes().expect("idempotent"), 0);
 }
 
@@ -528,7 +612,9 @@ fn watch_local_refs_notifies_on_push() {
         .expect("runtime");
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let url = f.remote.to_string_lossy().into_owned();
-    let watcher = watch_local_refs(&url, tx).expect("watch").expect("local url");
+    let watcher = watch_local_refs(&url, tx)
+        .expect("watch")
+        .expect("local url");
     std::thread::sleep(Duration::from_millis(200));
     f.write("a", "2");
     f.commit("b");
@@ -537,7 +623,11 @@ fn watch_local_refs_notifies_on_push() {
     drop(watcher);
 
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
-    assert!(watch_local_refs("https://example.com/r.git", tx).expect("remote").is_none());
+    assert!(
+        watch_local_refs("https://example.com/r.git", tx)
+            .expect("remote")
+            .is_none()
+    );
 }
 
 #[test]
@@ -548,7 +638,13 @@ fn transient_classification() {
         message: "refused".into(),
     };
     assert!(net.is_transient());
-    assert!(!GitError::Auth { url: "u".into(), message: "no".into() }.is_transient());
+    assert!(
+        !GitError::Auth {
+            url: "u".into(),
+            message: "no".into()
+        }
+        .is_transient()
+    );
     assert!(
         GitError::PushRejected {
             refname: "r".into(),
@@ -618,7 +714,9 @@ fn notes_race_and_outage_over_git_protocol() {
     let f = Fixture::new();
     f.write("a", "1");
     let a = f.commit("a");
-    let Some(daemon) = start_daemon(&f) else { return };
+    let Some(daemon) = start_daemon(&f) else {
+        return;
+    };
     let mut o = f.opts();
     o.url = daemon.url.clone();
     let m1 = Arc::new(Mirror::open(&f.root.join("m1"), o.clone()).expect("open"));
@@ -650,12 +748,18 @@ fn notes_race_and_outage_over_git_protocol() {
     assert!(e.is_transient());
     m1.update_note(a, &|old| set_section(old, "dev", "round: offline"))
         .expect_err("daemon is down");
-    let Some(daemon) = start_daemon(&f) else { return };
+    let Some(daemon) = start_daemon(&f) else {
+        return;
+    };
     let mut o2 = o.clone();
     o2.url = daemon.url.clone();
     let m3 = Mirror::open(&f.root.join("m1"), o2).expect("reopen with new port");
     m3.push_pending_notes().expect("push pending");
-    assert!(remote_note(&f, a).unwrap_or_default().contains("dev:\n  round: offline\n"));
+    assert!(
+        remote_note(&f, a)
+            .unwrap_or_default()
+            .contains("dev:\n  round: offline\n")
+    );
 }
 
 /// The server declines pushes with a pre-receive hook: libgit2 reports that only through
@@ -681,7 +785,9 @@ fn server_side_push_rejection_is_detected_and_retried() {
     )
     .expect("hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let Some(daemon) = start_daemon(&f) else { return };
+    let Some(daemon) = start_daemon(&f) else {
+        return;
+    };
     let mut o = f.opts();
     o.url = daemon.url.clone();
     let m = Mirror::open(&f.root.join("m"), o).expect("open");
@@ -690,7 +796,10 @@ fn server_side_push_rejection_is_detected_and_retried() {
         .update_note(a, &|old| set_section(old, "dev", "outcome: healthy"))
         .expect("accepted on the third push");
     assert_eq!(retries, 2);
-    assert_eq!(remote_note(&f, a).as_deref(), Some("dev:\n  outcome: healthy\n"));
+    assert_eq!(
+        remote_note(&f, a).as_deref(),
+        Some("dev:\n  outcome: healthy\n")
+    );
 
     std::fs::write(&always, "").expect("flag");
     let started = std::time::Instant::now();
@@ -701,7 +810,12 @@ fn server_side_push_rejection_is_detected_and_retried() {
     assert!(e.is_transient());
     assert!(started.elapsed() < Duration::from_secs(15));
     // The note is kept locally and pushed once the server accepts again.
-    assert!(m.read_note(a).expect("read").unwrap_or_default().contains("prod:"));
+    assert!(
+        m.read_note(a)
+            .expect("read")
+            .unwrap_or_default()
+            .contains("prod:")
+    );
     std::fs::remove_file(&always).expect("unflag");
     m.push_pending_notes().expect("push pending");
     assert!(remote_note(&f, a).unwrap_or_default().contains("prod:"));

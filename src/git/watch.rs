@@ -14,7 +14,11 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The git directory of a local repository path (`path/.git` for a work tree).
 fn git_dir(path: &Path) -> PathBuf {
     let dotgit = path.join(".git");
-    if dotgit.is_dir() { dotgit } else { path.to_path_buf() }
+    if dotgit.is_dir() {
+        dotgit
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// True for paths whose change means a ref may have moved.
@@ -46,8 +50,8 @@ pub fn watch_local_refs(
 
     let (raw_tx, raw_rx) = mpsc::channel::<()>();
     let filter_dir = git_dir.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
                 if ev.kind.is_access() {
                     return;
@@ -57,12 +61,11 @@ pub fn watch_local_refs(
                 }
             }
             Err(e) => tracing::warn!(error = %e, "ref watcher error"),
-        }
-    })
-    .map_err(|source| GitError::Watch {
-        path: git_dir.clone(),
-        source,
-    })?;
+        })
+        .map_err(|source| GitError::Watch {
+            path: git_dir.clone(),
+            source,
+        })?;
     watcher
         .watch(&git_dir, RecursiveMode::NonRecursive)
         .map_err(|source| GitError::Watch {
