@@ -192,6 +192,32 @@ pub fn merge_section(existing: Option<&str>, env: &str, record: &Record) -> Stri
     note.render()
 }
 
+/// Three-way merge of a note that two writers changed at once (a notes push raced another
+/// writer): per environment, a section we did not change (ours == base) takes theirs, otherwise
+/// ours. Installed as the mirror's note merger: the generic merge works on top-level YAML keys,
+/// and every section of a gitopsd note lives under the single key `environments`.
+pub fn merge_notes(base: Option<&str>, ours: &str, theirs: Option<&str>) -> String {
+    let Some(theirs) = theirs else { return ours.to_string() };
+    let base = base.map(Note::parse).unwrap_or_default();
+    let ours = Note::parse(ours);
+    let mut merged = Note::parse(theirs);
+    let envs: std::collections::BTreeSet<&String> = base.environments.keys().chain(ours.environments.keys()).collect();
+    for env in envs {
+        let mine = ours.environments.get(env);
+        if mine == base.environments.get(env) {
+            continue;
+        }
+        match mine {
+            Some(record) => merged.environments.insert(env.clone(), record.clone()),
+            None => merged.environments.remove(env),
+        };
+    }
+    if ours.unparsed != base.unparsed {
+        merged.unparsed = ours.unparsed;
+    }
+    merged.render()
+}
+
 /// Changes one environment's existing section in place (e.g. pin, unpin, add a re-application).
 /// Returns `None` when there is no section for `env`.
 pub fn edit_section(existing: Option<&str>, env: &str, edit: impl FnOnce(&mut Record)) -> Option<String> {
@@ -281,6 +307,30 @@ mod tests {
         let note = Note::parse(&foreign);
         assert_eq!(note.unparsed.as_deref(), Some("reviewed-by: alice"));
         assert_eq!(note.environments["dev"], dev);
+    }
+
+    #[test]
+    fn concurrent_writers_keep_both_sections() {
+        let dev = record(Outcome::Healthy, "2026-01-01T00:00:01.000Z");
+        let prod = record(Outcome::Rejected, "2026-01-01T00:00:02.000Z");
+        let base = merge_section(None, "old", &dev);
+        let ours = merge_section(Some(&base), "dev", &dev);
+        let theirs = merge_section(Some(&base), "prod", &prod);
+        let note = Note::parse(&merge_notes(Some(&base), &ours, Some(&theirs)));
+        assert_eq!(note.environments.len(), 3, "{note:?}");
+        assert_eq!(note.environments["prod"], prod);
+        // New note on both sides, no base.
+        let ours = merge_section(None, "dev", &dev);
+        let theirs = merge_section(None, "prod", &prod);
+        let note = Note::parse(&merge_notes(None, &ours, Some(&theirs)));
+        assert_eq!(note.environments.len(), 2, "{note:?}");
+        // A section we did not touch takes their newer version.
+        let mut dev2 = dev.clone();
+        dev2.pinned = Some("x".into());
+        let theirs = merge_section(Some(&base), "old", &dev2);
+        let ours = merge_section(Some(&base), "dev", &dev);
+        let note = Note::parse(&merge_notes(Some(&base), &ours, Some(&theirs)));
+        assert_eq!(note.environments["old"], dev2);
     }
 
     #[test]

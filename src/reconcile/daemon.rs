@@ -28,7 +28,7 @@ pub async fn open_mirror(config: &HostConfig) -> Result<Arc<Mirror>, ReconcileEr
         auth,
     };
     let dir = config.mirror_dir();
-    let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir, opts))
+    let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir, opts).map(|m| m.with_note_merger(Box::new(crate::status::merge_notes))))
         .await
         .map_err(|e| ReconcileError::Setup {
             env: "*".into(),
