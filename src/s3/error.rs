@@ -282,6 +282,63 @@ mod tests {
         assert_eq!(redact("plain ünïcode message"), "plain ünïcode message");
     }
 
+    fn service_error(
+        code: &str,
+        status: u16,
+    ) -> SdkError<
+        aws_sdk_s3::operation::head_bucket::HeadBucketError,
+        aws_sdk_s3::config::http::HttpResponse,
+    > {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder()
+            .code(code)
+            .message("server says no")
+            .build();
+        let raw = aws_sdk_s3::config::http::HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        SdkError::service_error(
+            aws_sdk_s3::operation::head_bucket::HeadBucketError::generic(meta),
+            raw,
+        )
+    }
+
+    #[test]
+    fn sdk_errors_are_classified() {
+        for (code, status, transient) in [
+            ("SlowDown", 503, true),
+            ("InternalError", 500, true),
+            ("Throttling", 400, true),
+            ("RequestTimeout", 400, true),
+            ("AccessDenied", 403, false),
+            ("NoSuchBucket", 404, false),
+            ("InvalidArgument", 400, false),
+            ("MalformedPolicy", 400, false),
+        ] {
+            let e = S3Error::from_sdk("bk", "PutBucketPolicy", None, &service_error(code, status));
+            assert_eq!(e.is_transient(), transient, "{code}");
+            assert_eq!(e.code(), Some(code));
+            assert_eq!(
+                e.to_string(),
+                format!("S3 PutBucketPolicy on bucket bk: {code} (HTTP {status}): server says no")
+            );
+        }
+        assert!(is_no_such_bucket(&service_error("NoSuchBucket", 404)));
+        assert!(is_no_such_bucket(&service_error("NotFound", 404)));
+        assert!(!is_no_such_bucket(&service_error("AccessDenied", 403)));
+        let timeout: SdkError<
+            aws_sdk_s3::operation::head_bucket::HeadBucketError,
+            aws_sdk_s3::config::http::HttpResponse,
+        > = SdkError::timeout_error("deadline");
+        let e = S3Error::from_sdk("bk", "HeadObject", Some("a/b.txt"), &timeout);
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .contains("HeadObject on bucket bk key \"a/b.txt\""),
+            "{e}"
+        );
+    }
+
     #[test]
     fn transience_and_display() {
         let e = S3Error::Api {
