@@ -150,6 +150,7 @@ impl Record {
 
 /// A whole note: one section per environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Note {
     #[serde(default)]
     pub environments: BTreeMap<String, Record>,
