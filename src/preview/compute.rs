@@ -29,6 +29,9 @@ pub struct EnvInput {
     pub sensitive: Vec<SensitiveMatcher>,
 }
 
+/// What `s3::diff_specs` says for a field one side does not manage.
+const NOT_MANAGED: &str = "(not managed)";
+
 fn is_regular(kind: FileKind) -> bool {
     matches!(kind, FileKind::Blob | FileKind::Executable)
 }
@@ -38,7 +41,11 @@ pub(crate) fn render_error(e: RenderError, sensitive: bool) -> ValidationError {
         object: e.object,
         path: Some(e.path),
         line: e.line,
-        message: if sensitive { scrub(&e.message) } else { e.message },
+        message: if sensitive {
+            scrub(&e.message)
+        } else {
+            e.message
+        },
     }
 }
 
@@ -50,7 +57,9 @@ fn mentions_sensitive(text: &[u8], matchers: &[SensitiveMatcher]) -> bool {
 
 /// Number of YAML documents with content (what render would turn into objects).
 pub fn count_documents(bytes: &[u8]) -> usize {
-    let Ok(text) = std::str::from_utf8(bytes) else { return 0 };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return 0;
+    };
     manifest::split_documents(text)
         .iter()
         .filter(|d| {
@@ -91,12 +100,26 @@ pub fn compare(
         (Some(o), Some(n)) if o != n => Action::Update,
         _ => return None,
     };
-    let api_version = new.as_ref().or(old.as_ref()).map(|(v, _)| v.to_string()).unwrap_or_default();
+    let api_version = new
+        .as_ref()
+        .or(old.as_ref())
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
     let (diff, keys) = if sensitive {
-        (None, Some(changed_keys(old.as_ref().map(|o| &o.1), new.as_ref().map(|n| &n.1))))
+        (
+            None,
+            Some(changed_keys(
+                old.as_ref().map(|o| &o.1),
+                new.as_ref().map(|n| &n.1),
+            )),
+        )
     } else {
         (
-            Some(unified_diff(old.as_ref().map(|o| &o.1), new.as_ref().map(|n| &n.1), &label(key))),
+            Some(unified_diff(
+                old.as_ref().map(|o| &o.1),
+                new.as_ref().map(|n| &n.1),
+                &label(key),
+            )),
             None,
         )
     };
@@ -120,7 +143,12 @@ struct Side {
 }
 
 /// Previews one environment from `base` to `head` using git only.
-pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<EnvReport, PreviewError> {
+pub fn preview_env(
+    repo: &Repo,
+    base: Oid,
+    head: Oid,
+    env: &EnvInput,
+) -> Result<EnvReport, PreviewError> {
     let dir = env.path.trim_matches('/').to_string();
     let changes = repo.changed_files(base, head, &dir)?;
     let changed: BTreeSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
@@ -134,7 +162,10 @@ pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<
     let mut unchanged_docs = 0usize;
     let mut steady_buckets: Vec<Manifest> = Vec::new();
     for f in repo.list_files(head, &dir)? {
-        if changed.contains(f.path.as_str()) || !is_regular(f.kind) || !manifest::is_manifest_path(&f.path) {
+        if changed.contains(f.path.as_str())
+            || !is_regular(f.kind)
+            || !manifest::is_manifest_path(&f.path)
+        {
             continue;
         }
         let bytes = repo.blob(f.oid)?;
@@ -178,7 +209,9 @@ pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<
                 continue;
             }
             FileKind::Submodule => {
-                report.errors.push(err("submodules are not allowed in an environment folder"));
+                report
+                    .errors
+                    .push(err("submodules are not allowed in an environment folder"));
                 failed_files.insert(c.path.clone());
                 continue;
             }
@@ -205,7 +238,9 @@ pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<
             }
             Err(errors) => {
                 let sensitive = mentions_sensitive(&bytes, &env.sensitive);
-                report.errors.extend(errors.into_iter().map(|e| render_error(e, sensitive)));
+                report
+                    .errors
+                    .extend(errors.into_iter().map(|e| render_error(e, sensitive)));
                 failed_files.insert(c.path.clone());
             }
         }
@@ -250,7 +285,9 @@ pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<
                     after_buckets.insert((*key).clone(), Some(spec));
                 }
                 Err(errors) => {
-                    report.errors.extend(errors.into_iter().map(|e| render_error(e, false)));
+                    report
+                        .errors
+                        .extend(errors.into_iter().map(|e| render_error(e, false)));
                     after_buckets.insert((*key).clone(), None);
                 }
             }
@@ -262,7 +299,11 @@ pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<
             after_buckets.insert(m.key.clone(), Some(spec));
         }
     }
-    let bucket_keys: BTreeSet<ObjectKey> = before_buckets.keys().chain(after_buckets.keys()).cloned().collect();
+    let bucket_keys: BTreeSet<ObjectKey> = before_buckets
+        .keys()
+        .chain(after_buckets.keys())
+        .cloned()
+        .collect();
     for key in bucket_keys {
         let before = before_buckets.get(&key).cloned().flatten();
         let after = match after_buckets.get(&key) {
@@ -271,15 +312,36 @@ pub fn preview_env(repo: &Repo, base: Oid, head: Oid, env: &EnvInput) -> Result<
             Some(Some(s)) => Some(s.clone()),
             None => None,
         };
-        if let Some(change) = bucket_change(repo, base, head, before.as_ref(), after.as_ref(), &mut report.errors)? {
+        if let Some(change) = bucket_change(
+            repo,
+            base,
+            head,
+            before.as_ref(),
+            after.as_ref(),
+            &mut report.errors,
+        )? {
             report.buckets.push(change);
         }
     }
 
-    let head_objects = unchanged_docs + head_side.objects.len();
-    report.count();
-    report.summary.unchanged = head_objects.saturating_sub(report.summary.create + report.summary.update);
+    let invalid = after_buckets.values().filter(|s| s.is_none()).count();
+    let head_objects = (unchanged_docs + head_side.objects.len()).saturating_sub(invalid);
+    finish(&mut report);
+    report.summary.unchanged =
+        head_objects.saturating_sub(report.summary.create + report.summary.update);
     Ok(report)
+}
+
+/// Stable order (creates, updates, deletes; then by object) and counts.
+pub(crate) fn finish(report: &mut EnvReport) {
+    report.changes.sort_by_key(|c| (c.action, c.key()));
+    report
+        .buckets
+        .sort_by(|a, b| (a.action, &a.name).cmp(&(b.action, &b.name)));
+    report
+        .errors
+        .sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+    report.count();
 }
 
 fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
@@ -295,8 +357,15 @@ pub fn bucket_change(
     after: Option<&BucketSpec>,
     errors: &mut Vec<ValidationError>,
 ) -> Result<Option<BucketChange>, PreviewError> {
-    let Some(spec) = after.or(before) else { return Ok(None) };
-    let fields = s3::diff_specs(before, after);
+    let Some(spec) = after.or(before) else {
+        return Ok(None);
+    };
+    // A created or deleted bucket lists the fields it manages, not the ones it leaves alone.
+    let unmanaged = |v: &str| v.is_empty() || v == NOT_MANAGED;
+    let fields: Vec<_> = s3::diff_specs(before, after)
+        .into_iter()
+        .filter(|f| !(unmanaged(&f.before) && unmanaged(&f.after)))
+        .collect();
     let objects = match after {
         Some(a) => sync_changes(repo, base, head, before, a, errors)?,
         None => ObjectSyncChange::default(),
@@ -366,7 +435,10 @@ fn check_size(
         errors.push(sync_error(
             spec,
             path,
-            format!("file is {size} bytes, more than maxFileSize {}", sync.max_file_size),
+            format!(
+                "file is {size} bytes, more than maxFileSize {}",
+                sync.max_file_size
+            ),
         ));
     }
     Ok(())
@@ -381,7 +453,9 @@ fn sync_changes(
     errors: &mut Vec<ValidationError>,
 ) -> Result<ObjectSyncChange, PreviewError> {
     let mut out = ObjectSyncChange::default();
-    let Some(sync) = &after.objects else { return Ok(out) };
+    let Some(sync) = &after.objects else {
+        return Ok(out);
+    };
     let same_mapping = before
         .and_then(|b| b.objects.as_ref())
         .is_some_and(|b| b.source == sync.source && b.prefix == sync.prefix);
@@ -441,7 +515,12 @@ fn sync_changes(
             }
         }
     }
-    for list in [&mut out.upload, &mut out.replace, &mut out.delete, &mut out.kept] {
+    for list in [
+        &mut out.upload,
+        &mut out.replace,
+        &mut out.delete,
+        &mut out.kept,
+    ] {
         list.sort();
     }
     Ok(out)

@@ -11,11 +11,11 @@ use futures::StreamExt;
 use git2::Oid;
 use serde_json::{Value, json};
 
+use super::PreviewError;
 use super::compute::{EnvInput, compare, render_error};
 use super::redact::{is_sensitive, scrub};
-use super::report::{EnvReport, ObjectChange, Report, ValidationError};
 use super::repo::Repo;
-use super::PreviewError;
+use super::report::{EnvReport, ObjectChange, Report, ValidationError};
 use crate::config::EnvironmentConfig;
 use crate::git::FileKind;
 use crate::k8s::{Cluster, KubeError};
@@ -58,7 +58,12 @@ pub fn prepare(
                 Vec::new()
             };
             let text = String::from_utf8_lossy(&bytes);
-            if text.contains("Secret") || input.sensitive.iter().any(|m| text.contains(m.kind.as_str())) {
+            if text.contains("Secret")
+                || input
+                    .sensitive
+                    .iter()
+                    .any(|m| text.contains(m.kind.as_str()))
+            {
                 sensitive_files.insert(f.path.clone());
             }
             entries.push(FileEntry {
@@ -125,14 +130,24 @@ async fn one(
 ) -> Outcome {
     let target = match cluster.target(m).await {
         Ok(t) => t,
-        Err(KubeError::UnknownKind { .. }) if new_kinds.contains(&(m.key.group.clone(), m.key.kind.clone())) => {
+        Err(KubeError::UnknownKind { .. })
+            if new_kinds.contains(&(m.key.group.clone(), m.key.kind.clone())) =>
+        {
             // Its CRD comes with this revision: it can only be created, and not dry-run yet.
             return Outcome::Key(
                 m.key.clone(),
-                Box::new(match compare(&m.key, None, Some((&m.api_version, &m.body)), Some(m.source.to_string()), sensitive) {
-                    Some(c) => Outcome::Change(c),
-                    None => Outcome::Unchanged,
-                }),
+                Box::new(
+                    match compare(
+                        &m.key,
+                        None,
+                        Some((&m.api_version, &m.body)),
+                        Some(m.source.to_string()),
+                        sensitive,
+                    ) {
+                        Some(c) => Outcome::Change(c),
+                        None => Outcome::Unchanged,
+                    },
+                ),
             );
         }
         Err(e) => return Outcome::Error(error_of(m, e.reason(), sensitive)),
@@ -144,7 +159,13 @@ async fn one(
     let wrap = |o: Outcome| Outcome::Key(key.clone(), Box::new(o));
     let desired = match cluster.dry_run(m).await {
         Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
-        Err(e) if e.is_not_found() && target.namespace.as_ref().is_some_and(|ns| new_namespaces.contains(ns)) => {
+        Err(e)
+            if e.is_not_found()
+                && target
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| new_namespaces.contains(ns)) =>
+        {
             // Its Namespace comes with this revision.
             cluster.desired_object(m, &target)
         }
@@ -185,14 +206,21 @@ async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, Pre
         Ok(state) => state,
         Err(errors) => {
             report.errors = errors;
-            report.count();
+            super::compute::finish(&mut report);
             return Ok(report);
         }
     };
     // Bucket problems found from git (spec, sync) still count.
-    report.errors.extend(git_env.errors.into_iter().filter(|e| e.object.as_deref().is_some_and(|o| o.starts_with("Bucket "))));
+    report.errors.extend(git_env.errors.into_iter().filter(|e| {
+        e.object
+            .as_deref()
+            .is_some_and(|o| o.starts_with("Bucket "))
+    }));
     let kube: Vec<&Manifest> = state.kube_objects().collect();
-    let k8s = env.cfg.as_ref().and_then(|c| c.kubernetes.clone().map(|k| (c, k)));
+    let k8s = env
+        .cfg
+        .as_ref()
+        .and_then(|c| c.kubernetes.clone().map(|k| (c, k)));
     let Some((cfg, k8s)) = k8s else {
         if !kube.is_empty() {
             report.errors.push(ValidationError {
@@ -206,7 +234,11 @@ async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, Pre
         return Ok(report);
     };
     let cluster = Cluster::connect(&k8s, cfg).await?;
-    let new_namespaces: BTreeSet<String> = kube.iter().filter(|m| m.key.is_namespace()).map(|m| m.key.name.clone()).collect();
+    let new_namespaces: BTreeSet<String> = kube
+        .iter()
+        .filter(|m| m.key.is_namespace())
+        .map(|m| m.key.name.clone())
+        .collect();
     let new_kinds: BTreeSet<(String, String)> = kube
         .iter()
         .filter(|m| m.key.is_crd())
@@ -252,7 +284,13 @@ async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, Pre
             match cluster.get(&m).await {
                 Ok(Some(live)) => {
                     let v = serde_json::to_value(&live).unwrap_or(Value::Null);
-                    if let Some(c) = compare(&owned.key, Some((&owned.api_version, &v)), None, None, sensitive) {
+                    if let Some(c) = compare(
+                        &owned.key,
+                        Some((&owned.api_version, &v)),
+                        None,
+                        None,
+                        sensitive,
+                    ) {
                         report.changes.push(c);
                     }
                 }
@@ -266,9 +304,14 @@ async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, Pre
             }
         }
     }
-    report.changes.sort_by_key(ObjectChange::key);
-    report.count();
-    let buckets_unchanged = state.buckets().count().saturating_sub(report.buckets.iter().filter(|b| b.action != crate::plan::Action::Delete).count());
+    super::compute::finish(&mut report);
+    let buckets_unchanged = state.buckets().count().saturating_sub(
+        report
+            .buckets
+            .iter()
+            .filter(|b| b.action != crate::plan::Action::Delete)
+            .count(),
+    );
     report.summary.unchanged = unchanged + buckets_unchanged;
     Ok(report)
 }

@@ -71,7 +71,9 @@ impl Block {
 }
 
 fn diff_marker(n: usize) -> String {
-    format!("… diff truncated: {n} more lines not shown (too large for one comment; see `--format json`)\n")
+    format!(
+        "… diff truncated: {n} more lines not shown (too large for one comment; see `--format json`)\n"
+    )
 }
 
 fn list_marker(n: usize) -> String {
@@ -80,14 +82,20 @@ fn list_marker(n: usize) -> String {
 
 /// Escapes text for HTML (inside `<summary>`).
 fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Inline code that survives backticks in the text.
 fn code(s: &str) -> String {
     let longest = longest_run(s, '`');
     let ticks = "`".repeat(longest + 1);
-    if longest > 0 { format!("{ticks} {s} {ticks}") } else { format!("{ticks}{s}{ticks}") }
+    if longest > 0 {
+        format!("{ticks} {s} {ticks}")
+    } else {
+        format!("{ticks}{s}{ticks}")
+    }
 }
 
 fn longest_run(s: &str, c: char) -> usize {
@@ -126,7 +134,10 @@ fn object_title(c: &ObjectChange) -> String {
 }
 
 fn summary_line(action: &str, what: &str, source: Option<&str>) -> String {
-    let mut s = format!("<details>\n<summary><b>{action}</b> <code>{}</code>", html(what));
+    let mut s = format!(
+        "<details>\n<summary><b>{action}</b> <code>{}</code>",
+        html(what)
+    );
     if let Some(src) = source {
         let _ = write!(s, " <sub>{}</sub>", html(src));
     }
@@ -136,7 +147,13 @@ fn summary_line(action: &str, what: &str, source: Option<&str>) -> String {
 
 fn lines_of(text: &str) -> Vec<String> {
     text.split_inclusive('\n')
-        .map(|l| if l.ends_with('\n') { l.to_string() } else { format!("{l}\n") })
+        .map(|l| {
+            if l.ends_with('\n') {
+                l.to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
         .collect()
 }
 
@@ -145,7 +162,11 @@ fn object_block(env: &str, c: &ObjectChange) -> Block {
     if let Some(keys) = &c.changed_keys {
         head.push_str("Sensitive object: only the keys that change are shown, never values.\n\n");
         let mut body = Vec::new();
-        for (what, list) in [("added", &keys.added), ("changed", &keys.changed), ("removed", &keys.removed)] {
+        for (what, list) in [
+            ("added", &keys.added),
+            ("changed", &keys.changed),
+            ("removed", &keys.removed),
+        ] {
             for k in list {
                 body.push(format!("- {what}: {}\n", code(k)));
             }
@@ -194,7 +215,7 @@ fn bucket_block(env: &str, b: &BucketChange) -> Block {
             o.kept.len()
         ));
         body.extend(o.upload.iter().map(|k| format!("+ {k}\n")));
-        body.extend(o.replace.iter().map(|k| format!("! {k}\n")));
+        body.extend(o.replace.iter().map(|k| format!("~ {k}\n")));
         body.extend(o.delete.iter().map(|k| format!("- {k}\n")));
         body.extend(o.kept.iter().map(|k| format!("  {k} (kept)\n")));
     }
@@ -222,13 +243,25 @@ fn blocks(report: &Report) -> Vec<Block> {
     let mut out = Vec::new();
     let mut top = String::new();
     if report.live {
-        let _ = writeln!(top, "Head {} compared with the **live cluster** (server-side dry-run).\n", code(short(&report.head)));
+        let _ = writeln!(
+            top,
+            "Head {} compared with the **live cluster** (server-side dry-run).\n",
+            code(short(&report.head))
+        );
     } else {
-        let _ = writeln!(top, "Base {} → head {}.\n", code(short(&report.base)), code(short(&report.head)));
+        let _ = writeln!(
+            top,
+            "Base {} → head {}.\n",
+            code(short(&report.base)),
+            code(short(&report.head))
+        );
     }
     let errors: usize = report.environments.iter().map(|e| e.errors.len()).sum();
     if errors > 0 {
-        let _ = writeln!(top, "**{errors} validation error(s)**: gitopsd would reject this revision.\n");
+        let _ = writeln!(
+            top,
+            "**{errors} validation error(s)**: gitopsd would reject this revision.\n"
+        );
     } else if !report.has_changes() {
         top.push_str("**No changes.**\n\n");
     }
@@ -257,14 +290,23 @@ fn blocks(report: &Report) -> Vec<Block> {
         if !e.has_changes() && e.errors.is_empty() {
             continue;
         }
-        let header = format!("### {} — {}\n\n{}.\n\n", code(&e.name), code(&e.path), counts(e));
+        let header = format!(
+            "### {} — {}\n\n{}.\n\n",
+            code(&e.name),
+            code(&e.path),
+            counts(e)
+        );
         out.push(Block::plain(Some(&e.name), true, header));
         if !e.errors.is_empty() {
             out.push(Block {
                 env: Some(e.name.clone()),
                 header: false,
                 head: "**Validation errors**\n\n".to_string(),
-                body: e.errors.iter().map(|err| format!("- {}\n", code(&err.to_string()))).collect(),
+                body: e
+                    .errors
+                    .iter()
+                    .map(|err| format!("- {}\n", code(&err.to_string())))
+                    .collect(),
                 tail: "\n".to_string(),
                 marker: list_marker,
             });
@@ -324,7 +366,11 @@ pub fn render(report: &Report, limit: usize) -> Vec<String> {
         .into_iter()
         .enumerate()
         .map(|(i, body)| {
-            let title = if m > 1 { format!("{TITLE} (part {}/{m})", i + 1) } else { TITLE.to_string() };
+            let title = if m > 1 {
+                format!("{TITLE} (part {}/{m})", i + 1)
+            } else {
+                TITLE.to_string()
+            };
             format!("{title}\n\n{}\n", body.trim_end())
         })
         .collect()
@@ -333,4 +379,96 @@ pub fn render(report: &Report, limit: usize) -> Vec<String> {
 /// The line printed before each body when several are printed together.
 pub fn separator(n: usize, m: usize) -> String {
     format!("<!-- gitopsd-preview part {n}/{m} -->")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+    use crate::preview::report::{EnvReport, ObjectChange, Summary};
+
+    fn change(name: &str, lines: usize) -> ObjectChange {
+        let diff: String = (0..lines).map(|i| format!("+line {i} ```\n")).collect();
+        ObjectChange {
+            action: Action::Create,
+            kind: "ConfigMap".into(),
+            group: String::new(),
+            api_version: "v1".into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+            source: Some(format!("e/{name}.yaml:1")),
+            diff: Some(diff),
+            changed_keys: None,
+        }
+    }
+
+    fn report(changes: Vec<ObjectChange>) -> Report {
+        let mut env = EnvReport {
+            name: "dev".into(),
+            path: "e".into(),
+            summary: Summary::default(),
+            changes,
+            ..EnvReport::default()
+        };
+        env.count();
+        Report {
+            schema: 1,
+            base: "a".repeat(40),
+            head: "b".repeat(40),
+            live: false,
+            environments: vec![env],
+        }
+    }
+
+    #[test]
+    fn one_body_when_it_fits() {
+        let parts = render(&report(vec![change("a", 3)]), 65536);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].starts_with("## gitopsd preview\n"));
+        // Backticks in the diff get a longer fence.
+        assert!(parts[0].contains("````diff\n"));
+    }
+
+    #[test]
+    fn splits_between_objects_and_truncates_huge_ones() {
+        let changes: Vec<_> = (0..20)
+            .map(|i| change(&format!("o{i}"), 10))
+            .chain([change("huge", 5000)])
+            .collect();
+        let limit = 1500;
+        let parts = render(&report(changes), limit);
+        assert!(parts.len() > 5);
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.len() <= limit, "part {i}: {} bytes", p.len());
+            assert_eq!(
+                p.matches("<details>").count(),
+                p.matches("</details>").count()
+            );
+            assert_eq!(p.lines().filter(|l| l.starts_with("````")).count() % 2, 0);
+            if i > 0 {
+                assert!(p.contains("### `dev` (continued)"));
+            }
+        }
+        let last = parts.last().map(String::as_str).unwrap_or_default();
+        assert!(
+            last.contains("huge") && last.contains("diff truncated"),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn environment_header_stays_with_its_first_object() {
+        let parts = render(
+            &report((0..6).map(|i| change(&format!("o{i}"), 12)).collect()),
+            900,
+        );
+        for p in &parts {
+            if p.contains("### `dev` — ") {
+                assert!(
+                    p.contains("<details>"),
+                    "header alone at the end of a body:\n{p}"
+                );
+            }
+        }
+    }
 }

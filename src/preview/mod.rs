@@ -40,7 +40,11 @@ pub enum PreviewError {
     #[error("cannot open repository {path}: {message}")]
     Open { path: PathBuf, message: String },
     #[error("repository {path}: {what}: {message}")]
-    Git { path: PathBuf, what: String, message: String },
+    Git {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
     #[error("revision {rev:?} cannot be resolved to a commit: {message}")]
     BadRevision { rev: String, message: String },
     #[error(transparent)]
@@ -125,7 +129,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("gitopsd-preview-{}-{nanos}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("gitopsd-preview-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|source| PreviewError::Io {
             op: "creating",
             path: path.clone(),
@@ -144,10 +149,18 @@ impl Drop for TempDir {
 }
 
 /// Refs a URL preview fetches (so that branch names, tags and pull-request refs resolve).
-const URL_FETCH_REFS: &[&str] = &["refs/heads/*", "refs/tags/*", "refs/pull/*/head", "refs/merge-requests/*/head"];
+const URL_FETCH_REFS: &[&str] = &[
+    "refs/heads/*",
+    "refs/tags/*",
+    "refs/pull/*/head",
+    "refs/merge-requests/*/head",
+];
 
 /// Opens `--repo`: a local path directly, a URL through a temporary mirror.
-fn open_repo(spec: &str, config: Option<&HostConfig>) -> Result<(Repo, Option<TempDir>), PreviewError> {
+fn open_repo(
+    spec: &str,
+    config: Option<&HostConfig>,
+) -> Result<(Repo, Option<TempDir>), PreviewError> {
     if !is_url(spec) {
         return Ok((Repo::open(Path::new(spec))?, None));
     }
@@ -158,7 +171,9 @@ fn open_repo(spec: &str, config: Option<&HostConfig>) -> Result<(Repo, Option<Te
     };
     let opts = MirrorOptions {
         url: spec.to_string(),
-        branch: config.map(|c| c.repository.branch.clone()).unwrap_or_else(|| "main".into()),
+        branch: config
+            .map(|c| c.repository.branch.clone())
+            .unwrap_or_else(|| "main".into()),
         notes_ref: crate::config::DEFAULT_NOTES_REF.to_string(),
         extra_fetch_refs: URL_FETCH_REFS.iter().map(|s| s.to_string()).collect(),
         auth,
@@ -213,7 +228,9 @@ pub fn environments(
     };
     for name in only {
         if !all.iter().any(|(e, _)| &e.name == name) {
-            return Err(PreviewError::Usage(format!("no environment {name:?} to preview")));
+            return Err(PreviewError::Usage(format!(
+                "no environment {name:?} to preview"
+            )));
         }
     }
     Ok(all
@@ -223,7 +240,12 @@ pub fn environments(
 }
 
 /// Previews every environment from git alone (no cluster, no S3).
-pub fn preview_git(repo: &Repo, base: Oid, head: Oid, envs: &[EnvInput]) -> Result<Report, PreviewError> {
+pub fn preview_git(
+    repo: &Repo,
+    base: Oid,
+    head: Oid,
+    envs: &[EnvInput],
+) -> Result<Report, PreviewError> {
     let mut environments = Vec::with_capacity(envs.len());
     for env in envs {
         environments.push(compute::preview_env(repo, base, head, env)?);
@@ -252,10 +274,14 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
         None => None,
     };
     if args.live && config.is_none() {
-        return Err(PreviewError::Usage("--live needs --config (for the kubeconfig of each environment)".into()));
+        return Err(PreviewError::Usage(
+            "--live needs --config (for the kubeconfig of each environment)".into(),
+        ));
     }
     if args.base.is_none() && !args.live {
-        return Err(PreviewError::Usage("--base is required (unless --live)".into()));
+        return Err(PreviewError::Usage(
+            "--base is required (unless --live)".into(),
+        ));
     }
     // Git work is blocking: run it off the async workers.
     let spec = args.repo.clone();
@@ -358,8 +384,13 @@ pub fn note_text(report: &Report, limit: usize) -> String {
 /// `previews.notes_ref`. Uses its own mirror (`state_dir/previews.git`); commits that already
 /// carry a preview note are skipped. Returns when `cancel` fires; does nothing without
 /// `previews` in the host config.
-pub async fn run_preview_watcher(config: &HostConfig, cancel: CancellationToken) -> Result<(), PreviewError> {
-    let Some(previews) = config.previews.clone() else { return Ok(()) };
+pub async fn run_preview_watcher(
+    config: &HostConfig,
+    cancel: CancellationToken,
+) -> Result<(), PreviewError> {
+    let Some(previews) = config.previews.clone() else {
+        return Ok(());
+    };
     let dir = config.state_dir.join("previews.git");
     let opts = MirrorOptions {
         url: config.repository.url.clone(),
@@ -408,15 +439,16 @@ pub async fn watch_once(
     let dir = dir.to_path_buf();
     let envs = envs.to_vec();
     let skip = done.clone();
-    let written = tokio::task::spawn_blocking(move || -> Result<Vec<Oid>, PreviewError> {
+    let (seen, written) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
         let branch = m.fetch()?;
-        let mut written = Vec::new();
+        let mut seen = Vec::new();
+        let mut written = 0usize;
         for (name, head) in m.extra_refs()? {
-            if skip.contains(&head) || written.contains(&head) {
+            if skip.contains(&head) || seen.contains(&head) {
                 continue;
             }
+            seen.push(head);
             if m.read_note(head)?.is_some() {
-                written.push(head);
                 continue;
             }
             let repo = Repo::open(&dir)?;
@@ -425,13 +457,12 @@ pub async fn watch_once(
             let text = note_text(&report, 65536);
             m.update_note(head, &|_| text.clone())?;
             tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");
-            written.push(head);
+            written += 1;
         }
-        Ok(written)
+        Ok((seen, written))
     })
     .await
     .map_err(|e| PreviewError::Task(e.to_string()))??;
-    let n = written.iter().filter(|h| !done.contains(h)).count();
-    done.extend(written);
-    Ok(n)
+    done.extend(seen);
+    Ok(written)
 }

@@ -19,7 +19,14 @@ pub fn strip_server_fields(value: &Value) -> Value {
     if let Some(obj) = v.as_object_mut() {
         obj.remove("status");
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
+            for k in [
+                "managedFields",
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "selfLink",
+            ] {
                 meta.remove(k);
             }
             let empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
@@ -45,7 +52,9 @@ pub fn is_sensitive(key: &ObjectKey, matchers: &[SensitiveMatcher]) -> bool {
                 || (!key.group.is_empty() && m.kind == format!("{}.{}", key.kind, key.group));
             kind_ok
                 && m.name.as_ref().is_none_or(|n| n == &key.name)
-                && m.namespace.as_ref().is_none_or(|ns| key.namespace.as_ref() == Some(ns))
+                && m.namespace
+                    .as_ref()
+                    .is_none_or(|ns| key.namespace.as_ref() == Some(ns))
         })
 }
 
@@ -64,7 +73,11 @@ impl ChangedKeys {
 }
 
 fn segment(key: &str) -> String {
-    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         format!(".{key}")
     } else {
         format!("[{}]", serde_json::to_string(key).unwrap_or_default())
@@ -94,7 +107,10 @@ fn leaves(value: &Value, prefix: &str, out: &mut BTreeMap<String, String>) {
 
 /// Identity fields are not listed for a created or deleted object: they are in the summary.
 fn is_identity(path: &str) -> bool {
-    matches!(path, "apiVersion" | "kind" | "metadata.name" | "metadata.namespace")
+    matches!(
+        path,
+        "apiVersion" | "kind" | "metadata.name" | "metadata.namespace"
+    )
 }
 
 /// Keys added, changed and removed between two versions of a sensitive object.
@@ -120,7 +136,7 @@ pub fn changed_keys(before: Option<&Value>, after: Option<&Value>) -> ChangedKey
         }
     }
     for path in old.keys() {
-        if !new.contains_key(path) && !(whole_object && is_identity(path)) {
+        if !(new.contains_key(path) || whole_object && is_identity(path)) {
             out.removed.push(path.clone());
         }
     }
@@ -203,6 +219,9 @@ mod tests {
 
     #[test]
     fn scrub_removes_quoted_text() {
-        assert_eq!(scrub("invalid value \"hunter2\" at 'x' isn't ok"), "invalid value \"…\" at '…' isn't ok");
+        assert_eq!(
+            scrub("invalid value \"hunter2\" at 'x' isn't ok"),
+            "invalid value \"…\" at '…' isn't ok"
+        );
     }
 }

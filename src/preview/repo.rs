@@ -53,7 +53,11 @@ fn normalize_dir(dir: &str) -> String {
         d = rest;
     }
     let d = d.trim_matches('/');
-    if d == "." { String::new() } else { d.to_string() }
+    if d == "." {
+        String::new()
+    } else {
+        d.to_string()
+    }
 }
 
 fn join(dir: &str, rest: &str) -> String {
@@ -127,7 +131,9 @@ impl Repo {
             .repo
             .find_commit(rev)
             .map_err(self.git_err(format!("reading commit {rev}")))?;
-        let root = commit.tree().map_err(self.git_err(format!("reading tree of {rev}")))?;
+        let root = commit
+            .tree()
+            .map_err(self.git_err(format!("reading tree of {rev}")))?;
         if dir.is_empty() {
             return Ok(Some(root));
         }
@@ -185,7 +191,12 @@ impl Repo {
     }
 
     /// Paths under `dir` that differ between `base` and `head` (tree diff: cost follows the change).
-    pub fn changed_files(&self, base: Oid, head: Oid, dir: &str) -> Result<Vec<RepoChange>, PreviewError> {
+    pub fn changed_files(
+        &self,
+        base: Oid,
+        head: Oid,
+        dir: &str,
+    ) -> Result<Vec<RepoChange>, PreviewError> {
         let dir = normalize_dir(dir);
         let old = self.subtree(base, &dir)?;
         let new = self.subtree(head, &dir)?;
@@ -208,13 +219,21 @@ impl Repo {
                     (ChangeKind::Added, None, side(delta.new_file()))
                 }
                 git2::Delta::Deleted => (ChangeKind::Deleted, side(delta.old_file()), None),
-                git2::Delta::Modified | git2::Delta::Typechange | git2::Delta::Renamed => {
-                    (ChangeKind::Modified, side(delta.old_file()), side(delta.new_file()))
-                }
+                git2::Delta::Modified | git2::Delta::Typechange | git2::Delta::Renamed => (
+                    ChangeKind::Modified,
+                    side(delta.old_file()),
+                    side(delta.new_file()),
+                ),
                 _ => continue,
             };
-            let file = if new.is_some() { delta.new_file() } else { delta.old_file() };
-            let Some(path) = file.path_bytes() else { continue };
+            let file = if new.is_some() {
+                delta.new_file()
+            } else {
+                delta.old_file()
+            };
+            let Some(path) = file.path_bytes() else {
+                continue;
+            };
             if old.is_none() && new.is_none() {
                 continue;
             }
@@ -231,13 +250,19 @@ impl Repo {
 
     /// The content of a blob.
     pub fn blob(&self, oid: Oid) -> Result<Vec<u8>, PreviewError> {
-        let blob = self.repo.find_blob(oid).map_err(self.git_err(format!("reading blob {oid}")))?;
+        let blob = self
+            .repo
+            .find_blob(oid)
+            .map_err(self.git_err(format!("reading blob {oid}")))?;
         Ok(blob.content().to_vec())
     }
 
     /// Size of a blob from its header, without reading it.
     pub fn blob_size(&self, oid: Oid) -> Result<u64, PreviewError> {
-        let odb = self.repo.odb().map_err(self.git_err("opening the object database"))?;
+        let odb = self
+            .repo
+            .odb()
+            .map_err(self.git_err("opening the object database"))?;
         let (size, _) = odb
             .read_header(oid)
             .map_err(self.git_err(format!("reading blob {oid}")))?;

@@ -61,7 +61,11 @@ impl EnvReport {
             errors: self.errors.len(),
             ..Summary::default()
         };
-        let actions = self.changes.iter().map(|c| c.action).chain(self.buckets.iter().map(|b| b.action));
+        let actions = self
+            .changes
+            .iter()
+            .map(|c| c.action)
+            .chain(self.buckets.iter().map(|b| b.action));
         for a in actions {
             match a {
                 Action::Create => s.create += 1,
@@ -165,6 +169,9 @@ pub struct ObjectSyncChange {
 
 impl ObjectSyncChange {
     pub fn is_empty(&self) -> bool {
-        self.upload.is_empty() && self.replace.is_empty() && self.delete.is_empty() && self.kept.is_empty()
+        self.upload.is_empty()
+            && self.replace.is_empty()
+            && self.delete.is_empty()
+            && self.kept.is_empty()
     }
 }
