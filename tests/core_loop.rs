@@ -388,8 +388,8 @@ async fn invalid_commit_applies_nothing_and_lists_every_error() {
         .unwrap_or_else(|| panic!("no error for bogus: {r:#?}"));
     assert_eq!(
         bogus.at.as_deref(),
-        Some("envs/app/extra.yaml:1"),
-        "{bogus:?}"
+        Some("envs/app/extra.yaml:2"),
+        "the object starts on line 2, after a comment: {bogus:?}"
     );
     assert!(bogus.reason.contains("spec"), "{bogus:?}");
     assert_eq!(r.errors.len(), 2, "{r:#?}");
@@ -448,4 +448,452 @@ async fn yaml_syntax_error_is_rejected_with_file_and_line() {
         "nothing of a rejected commit is applied"
     );
     assert!(f.cm("fine").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notes_reach_the_remote_over_https_and_ssh() {
+    let tb = require_testbed!();
+    let client = tb.kube_client().await;
+    let ns_https = tb.namespace(&client, "notes-https").await;
+    let ns_ssh = tb.namespace(&client, "notes-ssh").await;
+    let repo = WorkRepo::new(tb, "notes-transports");
+    let env_https = Env::new("over-https", "envs/a", &ns_https);
+    let env_ssh = Env::new("over-ssh", "envs/b", &ns_ssh);
+    repo.write("envs/a/cm.yaml", &configmap("a", &[("k", "v")]));
+    repo.write("envs/b/cm.yaml", &configmap("b", &[("k", "v")]));
+    let c1 = repo.commit_push("two environments");
+    let https = Gitopsd::new(
+        tb,
+        &repo.remote,
+        Transport::Https,
+        std::slice::from_ref(&env_https),
+    );
+    let ssh = Gitopsd::new(
+        tb,
+        &repo.remote,
+        Transport::Ssh,
+        std::slice::from_ref(&env_ssh),
+    );
+    assert!(
+        ssh.config_text().contains("ssh://"),
+        "{}",
+        ssh.config_text()
+    );
+    https.once(None).assert_success("once over HTTPS");
+    ssh.once(None).assert_success("once over SSH");
+    assert!(configmap_data(&client, &ns_ssh, "b").await.is_some());
+
+    // A fresh clone (not the work repo) sees both sections in `git log --notes=gitopsd`.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("git")
+        .args([
+            "clone",
+            "-q",
+            &tb.https_url_with_credentials(&repo.remote.https_url),
+            ".",
+        ])
+        .current_dir(fresh.path())
+        .env("HOME", fresh.path())
+        .envs(tb.git_cli_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(fresh.path())
+            .env("HOME", fresh.path())
+            .envs(tb.git_cli_env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["fetch", "-q", "origin", "refs/notes/*:refs/notes/*"]);
+    let log = git(&["log", "--notes=gitopsd", "-1", &c1]);
+    for env in [&env_https.name, &env_ssh.name] {
+        assert!(
+            log.contains(&format!("# gitopsd {env}: healthy (1 created")),
+            "git log --notes=gitopsd shows {env}:\n{log}"
+        );
+    }
+    let note = gitopsd::status::Note::parse(&git(&["notes", "--ref=gitopsd", "show", &c1]));
+    assert_eq!(note.environments.len(), 2, "{note:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_environments_in_one_repository_share_a_note() {
+    let tb = require_testbed!();
+    let client = tb.kube_client().await;
+    let ns_a = tb.namespace(&client, "two-envs-a").await;
+    let ns_b = tb.namespace(&client, "two-envs-b").await;
+    let repo = WorkRepo::new(tb, "two-envs");
+    let a = Env::new("two-a", "envs/a", &ns_a);
+    let b = Env::new("two-b", "envs/b", &ns_b);
+    let gitopsd = Gitopsd::new(tb, &repo.remote, Transport::Https, &[a.clone(), b.clone()]);
+    repo.write("envs/a/one.yaml", &configmap("one", &[("k", "a")]));
+    repo.write("envs/a/two.yaml", &configmap("two", &[("k", "a")]));
+    repo.write("envs/b/one.yaml", &configmap("one", &[("k", "b")]));
+    let c1 = repo.commit_push("both");
+    gitopsd.once(None).assert_success("once, two environments");
+    assert_eq!(
+        configmap_data(&client, &ns_a, "one").await.unwrap()["k"],
+        "a"
+    );
+    assert_eq!(
+        configmap_data(&client, &ns_b, "one").await.unwrap()["k"],
+        "b"
+    );
+    assert!(
+        configmap_data(&client, &ns_b, "two").await.is_none(),
+        "folders do not leak into each other"
+    );
+    let note = repo.note(&c1).expect("note on c1");
+    assert_eq!(note.environments.len(), 2, "{note:?}");
+    assert_eq!(note.environments[&a.name].counts.created, 2);
+    assert_eq!(note.environments[&b.name].counts.created, 1);
+
+    // A change to one folder only: both environments record the new head, only one applies.
+    repo.write("envs/a/two.yaml", &configmap("two", &[("k", "a2")]));
+    let c2 = repo.commit_push("a only");
+    gitopsd.once(None).assert_success("second once");
+    let note = repo.note(&c2).expect("note on c2");
+    let (ra, rb) = (&note.environments[&a.name], &note.environments[&b.name]);
+    assert_eq!(
+        (ra.outcome, ra.counts.updated, ra.counts.unchanged),
+        (Outcome::Healthy, 1, 1),
+        "{ra:?}"
+    );
+    assert_eq!(
+        (rb.outcome, rb.counts.updated, rb.counts.unchanged),
+        (Outcome::Healthy, 0, 1),
+        "{rb:?}"
+    );
+    assert_eq!(ra.from.as_deref(), Some(c1.as_str()));
+    // The log reads per environment.
+    let log = repo.log_with_notes();
+    assert!(
+        log.contains(&format!(
+            "# gitopsd {}: healthy (0 created, 1 updated",
+            a.name
+        )),
+        "{log}"
+    );
+}
+
+/// Force-push that drops the last healthy commit. `fresh_mirror`: the daemon's state is wiped
+/// as well, so the lost commit is unreadable and pruning must come from the cluster inventory.
+async fn force_push_case(prefix: &str, fresh_mirror: bool) {
+    let tb = require_testbed!();
+    let f = Fixture::new(tb, prefix).await;
+    f.write("a.yaml", &configmap("a", &[("k", "1")]));
+    f.write("b.yaml", &configmap("b", &[("k", "1")]));
+    let c1 = f.repo.commit_push("a b");
+    f.once().assert_success("c1");
+    f.write("c.yaml", &configmap("c", &[("k", "1")]));
+    let c2 = f.repo.commit_push("add c");
+    f.once().assert_success("c2");
+    assert_eq!(f.owned().await, set(&["a", "b", "c"]));
+
+    // Rewrite history: back to c1, then a different commit (b removed, d added, a changed).
+    f.repo.git(&["reset", "-q", "--hard", &c1]);
+    f.repo.remove(&f.file("b.yaml"));
+    f.write("a.yaml", &configmap("a", &[("k", "2")]));
+    f.write("d.yaml", &configmap("d", &[("k", "1")]));
+    let c3 = f.repo.commit("rewritten");
+    f.repo.force_push();
+    if fresh_mirror {
+        f.gitopsd.wipe_state();
+    }
+    let out = f.once();
+    out.assert_success("once after the force-push");
+    assert_eq!(
+        f.owned().await,
+        set(&["a", "d"]),
+        "objects of the lost commit are pruned\n{out}"
+    );
+    assert_eq!(f.cm("a").await.unwrap()["k"], "2");
+    let r = f.repo.expect_record(&c3, &f.env.name);
+    assert_eq!(r.outcome, Outcome::Healthy, "{r:?}");
+    assert_eq!(r.counts.deleted, 2, "b and c deleted: {r:?}");
+    assert_ne!(
+        r.from.as_deref(),
+        Some(c2.as_str()).filter(|_| fresh_mirror),
+        "{r:?}"
+    );
+    // And it stays converged.
+    f.once().assert_success("once again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_push_converges_and_prunes_objects_of_the_lost_commit() {
+    force_push_case("force-push", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_push_with_a_fresh_mirror_prunes_from_the_inventory() {
+    force_push_case("force-push-fresh", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_render_is_refused_and_nothing_deleted() {
+    let tb = require_testbed!();
+    let f = Fixture::new(tb, "empty-render").await;
+    f.write("a.yaml", &configmap("a", &[("k", "1")]));
+    f.write("b.yaml", &configmap("b", &[("k", "1")]));
+    f.repo.write("README.md", "infra\n");
+    f.repo.commit_push("two objects");
+    f.once().assert_success("first once");
+
+    f.repo.remove(&f.env.path);
+    let c2 = f
+        .repo
+        .commit_push("oops: the whole environment folder is gone");
+    let before = audit_writes(tb, &f.client, &f.ns).await.len();
+    f.once().assert_failure("once on an empty render");
+    let events = audit_writes(tb, &f.client, &f.ns).await;
+    let writes = admin_writes(&events[before..]);
+    assert!(
+        writes.iter().all(|e| e.verb != "delete"),
+        "nothing deleted: {writes:#?}"
+    );
+    assert_eq!(f.owned().await, set(&["a", "b"]));
+    let r = f.repo.expect_record(&c2, &f.env.name);
+    assert_eq!(r.outcome, Outcome::Rejected, "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.reason.contains("empty") && e.reason.contains("refusing to prune")),
+        "the reason is recorded: {r:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_apply_then_restart_converges() {
+    let tb = require_testbed!();
+    const N: usize = 300;
+    let f = Fixture::with(tb, "kill-apply", |e| e.apply_concurrency = Some(1)).await;
+    for i in 0..N {
+        f.write(
+            &format!("cm-{i:03}.yaml"),
+            &configmap(&format!("cm-{i:03}"), &[("i", &i.to_string())]),
+        );
+    }
+    let c1 = f.repo.commit_push("300 ConfigMaps");
+
+    let mut daemon = f.gitopsd.spawn_run();
+    let started = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let at_kill = loop {
+        let n = f.owned().await.len();
+        if n > 0 {
+            break n;
+        }
+        assert!(
+            daemon.running(),
+            "gitopsd run exited:\n{}",
+            daemon.log_tail()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no object applied within 120 s:\n{}",
+            daemon.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    daemon.kill9();
+    let at_kill_confirmed = f.owned().await.len();
+    eprintln!(
+        "kill-during-apply: killed after {:?} with {at_kill}..{at_kill_confirmed} of {N} applied",
+        started.elapsed()
+    );
+    assert!(
+        at_kill_confirmed < N,
+        "the kill came too late: all {N} were applied already"
+    );
+    assert!(
+        f.repo.note_text(&c1).is_none(),
+        "no note before the apply finished"
+    );
+
+    let mut daemon = f.gitopsd.spawn_run();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let record = loop {
+        if let Some(r) = f.repo.record(&c1, &f.env.name) {
+            break r;
+        }
+        assert!(
+            daemon.running(),
+            "gitopsd run exited:\n{}",
+            daemon.log_tail()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no note on the head 180 s after restart:\n{}",
+            daemon.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let r = record;
+    assert_eq!(r.outcome, Outcome::Healthy, "{r:?}\n{}", daemon.log_tail());
+    assert_eq!(f.owned().await.len(), N);
+    assert_eq!(
+        r.counts.created + r.counts.updated + r.counts.unchanged,
+        N,
+        "{r:?}"
+    );
+    let status = daemon.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "SIGTERM exits cleanly: {status}\n{}",
+        daemon.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_note_pushes_from_two_processes_lose_nothing() {
+    let tb = require_testbed!();
+    let client = tb.kube_client().await;
+    let ns_a = tb.namespace(&client, "race-a").await;
+    let ns_b = tb.namespace(&client, "race-b").await;
+    let repo = WorkRepo::new(tb, "note-race");
+    let a = Env::new("race-a", "envs/a", &ns_a);
+    let b = Env::new("race-b", "envs/b", &ns_b);
+    let ga = Gitopsd::new(tb, &repo.remote, Transport::Https, std::slice::from_ref(&a));
+    let gb = Gitopsd::new(tb, &repo.remote, Transport::Https, std::slice::from_ref(&b));
+    let mut commits = Vec::new();
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        repo.write(
+            "envs/a/cm.yaml",
+            &configmap("cm", &[("round", &round.to_string())]),
+        );
+        repo.write(
+            "envs/b/cm.yaml",
+            &configmap("cm", &[("round", &round.to_string())]),
+        );
+        commits.push(repo.commit_push(&format!("round {round}")));
+        // Both start at the same moment.
+        let barrier = std::sync::Barrier::new(2);
+        let (oa, ob) = std::thread::scope(|s| {
+            let ha = s.spawn(|| {
+                barrier.wait();
+                ga.once(None)
+            });
+            let hb = s.spawn(|| {
+                barrier.wait();
+                gb.once(None)
+            });
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        oa.assert_success(&format!("round {round}, process a"));
+        ob.assert_success(&format!("round {round}, process b"));
+    }
+    repo.fetch_notes();
+    for (i, c) in commits.iter().enumerate() {
+        let note = gitopsd::status::Note::parse(&repo.local_note_text(c).unwrap_or_default());
+        for env in [&a.name, &b.name] {
+            let r = note
+                .environments
+                .get(env)
+                .unwrap_or_else(|| panic!("round {i}: section {env} lost: {note:?}"));
+            assert_eq!(r.outcome, Outcome::Healthy, "round {i}: {r:?}");
+        }
+    }
+    assert_eq!(
+        configmap_data(&client, &ns_b, "cm").await.unwrap()["round"],
+        (ROUNDS - 1).to_string()
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_key_path() {
+    let bad = Gitopsd::from_text(
+        "repository:\n  url: http://example.com/infra.git\n  poll: 0s\nstate_dir: relative/dir\nlisten: 0.0.0.0:9477\nenvironments:\n  - name: Not_A_Label\n    path: ../escape\n  - name: ok\n    path: envs/ok\n    kubernetes:\n      kubeconfig: /nonexistent/kubeconfig\n",
+    );
+    let out = bad.cmd("validate", &[]);
+    out.assert_failure("validate on a bad config");
+    for key in [
+        "repository.url",
+        "repository.poll",
+        "state_dir",
+        "listen",
+        "environments[0].name",
+        "environments[0].path",
+        "environments[1].kubernetes.kubeconfig",
+    ] {
+        assert!(out.stderr.contains(key), "validate names {key}:\n{out}");
+    }
+    // An unknown key is named too (with its line).
+    let typo = Gitopsd::from_text(
+        "repository: {url: /srv/x.git}\nstate_dir: /var/lib/x\nenvironmnets: []\n",
+    );
+    let out = typo.cmd("validate", &[]);
+    out.assert_failure("validate with a misspelt key");
+    assert!(
+        out.stderr.contains("environmnets") && out.stderr.contains("line 3"),
+        "{out}"
+    );
+    // A good config passes.
+    let good = Gitopsd::from_text(
+        "repository: {url: /srv/infra.git}\nstate_dir: /var/lib/gitopsd\nenvironments:\n  - name: dev\n    path: envs/dev\n    kubernetes: {}\n",
+    );
+    good.cmd("validate", &[])
+        .assert_success("validate on a good config");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_json_shows_last_healthy_pinned_and_pending() {
+    let tb = require_testbed!();
+    let f = Fixture::new(tb, "status").await;
+    f.write("a.yaml", &configmap("a", &[("k", "1")]));
+    let c1 = f.repo.commit_push("good");
+    f.once().assert_success("c1");
+    f.write(
+        "a.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata: [not, a, map]\n",
+    );
+    let c2 = f.repo.commit_push("bad");
+    f.once().assert_failure("c2 rejected");
+    f.write("a.yaml", &configmap("a", &[("k", "3")]));
+    let c3 = f.repo.commit_push("not yet applied");
+
+    let out = f.gitopsd.cmd("status", &["--output", "json"]);
+    out.assert_success("status");
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("status json: {e}\n{out}"));
+    let env = &v[&f.env.name];
+    assert_eq!(env["last_healthy"].as_str(), Some(c1.as_str()), "{v:#}");
+    assert_eq!(
+        env["last_outcome"]["commit"].as_str(),
+        Some(c2.as_str()),
+        "{v:#}"
+    );
+    assert_eq!(
+        env["last_outcome"]["outcome"].as_str(),
+        Some("rejected"),
+        "{v:#}"
+    );
+    assert!(env["pinned"].get(&c2).is_some(), "c2 pinned: {v:#}");
+    let pending: Vec<&str> = env["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["commit"].as_str())
+        .collect();
+    assert_eq!(pending, vec![c3.as_str()], "{v:#}");
+    // The text form says the same for people.
+    let text = f.gitopsd.cmd("status", &[]);
+    assert!(
+        text.stdout.contains(&format!("last healthy: {c1}")),
+        "{text}"
+    );
 }

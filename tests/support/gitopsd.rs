@@ -612,7 +612,7 @@ pub struct AuditEvent {
     pub code: i64,
 }
 
-const SENTINEL: &str = "gitopsd-test-audit-sentinel-";
+const SENTINEL: &str = "audit-sentinel";
 
 /// Every write request recorded in namespace `ns`, in log order, up to a sentinel request made now
 /// (a delete of a ConfigMap that does not exist): when this returns, every request that completed
@@ -644,11 +644,11 @@ pub async fn audit_writes(tb: &Testbed, client: &kube::Client, ns: &str) -> Vec<
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            if name == sentinel {
+                seen_sentinel = true;
+                break;
+            }
             if name.starts_with(SENTINEL) {
-                if name == sentinel {
-                    seen_sentinel = true;
-                    break;
-                }
                 continue;
             }
             let uri = v["requestURI"].as_str().unwrap_or_default();
