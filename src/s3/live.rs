@@ -553,7 +553,22 @@ pub(crate) async fn write_field(
                         .policy(text)
                         .send()
                         .await
-                        .map_err(|e| S3Error::from_sdk(bucket, name, None, &e))?;
+                        .map_err(|e| {
+                            let mut err = S3Error::from_sdk(bucket, name, None, &e);
+                            let blocked = desired
+                                .public_access_block
+                                .as_ref()
+                                .is_some_and(|p| p.block_public_policy);
+                            if let S3Error::Api { code, message, .. } = &mut err
+                                && code.as_deref() == Some("AccessDenied")
+                                && blocked
+                            {
+                                message.push_str(
+                                    " (publicAccessBlock.blockPublicPolicy is true, so S3 refuses public policies)",
+                                );
+                            }
+                            err
+                        })?;
                 }
             }
         }
