@@ -14,6 +14,9 @@ use crate::git::{Mirror, MirrorOptions, Oid};
 use crate::k8s::Cluster;
 use crate::service::{self, Heartbeat, Metrics, Readiness, Signal, sd};
 
+/// Upper bound of one fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Opens (or clones) the mirror described by the host config.
 pub async fn open_mirror(config: &HostConfig) -> Result<Arc<Mirror>, ReconcileError> {
     let auth = config.git_auth().map_err(|e| ReconcileError::Setup {
@@ -75,7 +78,17 @@ pub async fn build_workers(config: &HostConfig, only: Option<&str>, metrics: Opt
 
 async fn fetch(mirror: &Arc<Mirror>, metrics: Option<&Metrics>) -> Result<Oid, ReconcileError> {
     let started = tokio::time::Instant::now();
-    let result = git(mirror, |m| m.fetch()).await;
+    // libgit2 has no read timeout we can set without unsafe code: a server that accepts the
+    // connection and then goes silent would hang the fetch, so bound it here (the blocked thread
+    // finishes or dies on its own; the daemon keeps serving the last good state).
+    let result = match tokio::time::timeout(FETCH_TIMEOUT, git(mirror, |m| m.fetch())).await {
+        Ok(result) => result,
+        Err(_) => Err(crate::git::GitError::Network {
+            url: crate::git::redact_url(mirror.url()),
+            op: "fetch",
+            message: format!("fetch did not finish within {FETCH_TIMEOUT:?}"),
+        }),
+    };
     if let Some(metrics) = metrics {
         metrics.git_fetch(started.elapsed().as_secs_f64(), result.is_ok());
     }
