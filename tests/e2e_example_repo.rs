@@ -1182,8 +1182,9 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
         bad.elapsed.as_secs_f64(),
         r.pinned.as_deref().unwrap_or_default()
     );
-    // Pinned: the next pass leaves prod alone.
+    // Pinned: the next pass leaves prod alone (no note, no write to the Deployment).
     let notes_before = work.remote_notes_ref();
+    let generation_before = d.metadata.generation;
     let again = host.once(Some("prod"));
     assert!(
         !again.ok(),
@@ -1196,15 +1197,15 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
         "a pinned pass changes no note"
     );
     let d = web_api.get("web").await.unwrap();
-    assert!(
-        !d.spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .labels
-            .unwrap_or_default()
-            .contains_key("gitopsd.test/fail")
+    assert_eq!(
+        d.metadata.generation, generation_before,
+        "a pinned pass does not change the Deployment"
+    );
+    assert!(deployment_available(&d), "prod web stays Available");
+    println!(
+        "prod pinned pass: {:.2}s, {}",
+        again.elapsed.as_secs_f64(),
+        again.stdout.trim()
     );
 
     // ---------------------------------------------------------------- 4c. preview of a pending change
@@ -1313,6 +1314,8 @@ async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
         "markdown preview shows the flag diff:\n{}",
         md.stdout
     );
+
+    println!("--- gitopsd preview --format markdown\n{}---", md.stdout);
 
     let js = preview("json");
     assert_eq!(js.code, Some(2), "json preview exits 2: {js}");
