@@ -139,64 +139,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { config, output } => {
             let config = load(&config)?;
-            let mirror = daemon::open_mirror(&config).await?;
-            if let Err(e) = git(&mirror, |m| m.fetch()).await {
-                eprintln!("warning: fetch failed ({e}); showing the local mirror");
-            }
-            let head = git(&mirror, |m| m.branch_head()).await.ok();
-            let notes = git(&mirror, |m| m.list_notes()).await?;
-            let mut report = serde_json::Map::new();
-            for env in &config.environments {
-                let h = status::history(notes.iter().map(|(o, t)| (o.to_string(), t.as_str())), &env.name);
-                let last = h
-                    .records
-                    .iter()
-                    .max_by(|a, b| a.1.finished.cmp(&b.1.finished))
-                    .map(|(c, r)| serde_json::json!({"commit": c, "outcome": r.outcome, "finished": r.finished, "errors": r.errors}));
-                let healthy = h.last_healthy.as_ref().map(|(c, _)| c.clone());
-                let pending = match (head, healthy.as_deref().and_then(|c| git2_oid(c))) {
-                    (Some(head), base) => {
-                        let list = git(&mirror, move |m| m.commits_between(base, head, 1000)).await.unwrap_or_default();
-                        list.into_iter()
-                            .filter(|c| !h.records.contains_key(&c.id.to_string()))
-                            .map(|c| serde_json::json!({"commit": c.id.to_string(), "summary": c.summary}))
-                            .collect::<Vec<_>>()
-                    }
-                    _ => Vec::new(),
-                };
-                report.insert(
-                    env.name.clone(),
-                    serde_json::json!({
-                        "last_healthy": healthy,
-                        "last_outcome": last,
-                        "pinned": h.pinned,
-                        "pending": pending,
-                    }),
-                );
-            }
+            let report = daemon::status_report(&config).await?;
             if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                for (env, v) in &report {
-                    println!("{env}:");
-                    println!("  last healthy: {}", v["last_healthy"].as_str().unwrap_or("(none)"));
-                    if let Some(last) = v["last_outcome"].as_object() {
-                        println!(
-                            "  last outcome: {} on {} at {}",
-                            last["outcome"].as_str().unwrap_or("?"),
-                            last["commit"].as_str().unwrap_or("?"),
-                            last["finished"].as_str().unwrap_or("?")
-                        );
-                    }
-                    if let Some(pinned) = v["pinned"].as_object() {
-                        for (c, why) in pinned {
-                            println!("  pinned: {c}: {}", why.as_str().unwrap_or(""));
-                        }
-                    }
-                    if let Some(pending) = v["pending"].as_array() {
-                        println!("  pending: {} commits", pending.len());
-                    }
-                }
+                print!("{}", status::format_report(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -228,10 +175,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if step.converged() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
-}
-
-fn git2_oid(s: &str) -> Option<gitopsd::git::Oid> {
-    gitopsd::git::Oid::from_str(s).ok()
 }
 
 async fn resolve(mirror: &Arc<gitopsd::git::Mirror>, rev: String) -> anyhow::Result<gitopsd::git::Oid> {

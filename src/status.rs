@@ -272,6 +272,32 @@ pub fn history<'a>(notes: impl IntoIterator<Item = (String, &'a str)>, env: &str
     h
 }
 
+/// Human-readable form of the `status` report (see `reconcile::daemon::status_report`).
+pub fn format_report(report: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let Some(envs) = report.as_object() else { return out };
+    for (env, v) in envs {
+        out.push_str(&format!("{env}:\n"));
+        out.push_str(&format!("  last healthy: {}\n", v["last_healthy"].as_str().unwrap_or("(none)")));
+        if let Some(last) = v["last_outcome"].as_object() {
+            out.push_str(&format!(
+                "  last outcome: {} on {} at {}\n",
+                last.get("outcome").and_then(|o| o.as_str()).unwrap_or("?"),
+                last.get("commit").and_then(|o| o.as_str()).unwrap_or("?"),
+                last.get("finished").and_then(|o| o.as_str()).unwrap_or("?")
+            ));
+        }
+        if let Some(pinned) = v["pinned"].as_object() {
+            for (commit, why) in pinned {
+                out.push_str(&format!("  pinned: {commit}: {}\n", why.as_str().unwrap_or("")));
+            }
+        }
+        let pending = v["pending"].as_array().map(Vec::len).unwrap_or(0);
+        out.push_str(&format!("  pending: {pending} commits\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

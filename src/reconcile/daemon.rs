@@ -117,6 +117,43 @@ pub async fn once(config: &HostConfig, only: Option<&str>) -> Result<Vec<(String
     Ok(results)
 }
 
+/// Per environment: last healthy commit, last outcome, pinned commits and pending commits
+/// (on the branch after the last healthy one, not yet recorded). Fetches first when it can.
+pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, ReconcileError> {
+    let mirror = open_mirror(config).await?;
+    if let Err(e) = git(&mirror, |m| m.fetch()).await {
+        tracing::warn!(error = %e, "fetch failed; showing the local mirror");
+    }
+    let head = git(&mirror, |m| m.branch_head()).await.ok();
+    let notes = git(&mirror, |m| m.list_notes()).await?;
+    let mut report = serde_json::Map::new();
+    for env in &config.environments {
+        let h = crate::status::history(notes.iter().map(|(o, t)| (o.to_string(), t.as_str())), &env.name);
+        let last = h
+            .records
+            .iter()
+            .max_by(|a, b| a.1.finished.cmp(&b.1.finished))
+            .map(|(c, r)| serde_json::json!({"commit": c, "outcome": r.outcome, "finished": r.finished, "errors": r.errors}));
+        let healthy = h.last_healthy.as_ref().map(|(c, _)| c.clone());
+        let base = healthy.as_deref().and_then(|c| Oid::from_str(c).ok());
+        let pending = match head {
+            Some(head) => git(&mirror, move |m| m.commits_between(base, head, 1000))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| !h.records.contains_key(&c.id.to_string()))
+                .map(|c| serde_json::json!({"commit": c.id.to_string(), "summary": c.summary}))
+                .collect::<Vec<_>>(),
+            None => Vec::new(),
+        };
+        report.insert(
+            env.name.clone(),
+            serde_json::json!({"last_healthy": healthy, "last_outcome": last, "pinned": h.pinned, "pending": pending}),
+        );
+    }
+    Ok(serde_json::Value::Object(report))
+}
+
 /// Runs the daemon until a shutdown signal (or `shutdown` is cancelled).
 pub async fn run(config_path: std::path::PathBuf, mut config: HostConfig, shutdown: CancellationToken) -> Result<(), ReconcileError> {
     let metrics = Metrics::new();
