@@ -18,7 +18,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {problems}")]
     Invalid { path: PathBuf, problems: Problems },
     #[error("cannot read {key} file {path}: {source}")]
@@ -325,7 +328,11 @@ impl HostConfig {
             }])
         })?;
         let problems = config.problems();
-        if problems.is_empty() { Ok(config) } else { Err(invalid(problems)) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
     }
 
     /// Semantic checks beyond the schema: names, paths, URLs and that credential files exist.
@@ -358,7 +365,10 @@ impl HostConfig {
             add("repository.url".into(), "credentials must not be part of the URL; use auth.username_file and auth.password_file".into());
         }
         if repo.branch.trim().is_empty() || git_ref_invalid(&repo.branch) {
-            add("repository.branch".into(), format!("{:?} is not a valid branch name", repo.branch));
+            add(
+                "repository.branch".into(),
+                format!("{:?} is not a valid branch name", repo.branch),
+            );
         }
         if repo.poll < Duration::from_secs(1) {
             add("repository.poll".into(), "must be at least 1s".into());
@@ -376,11 +386,17 @@ impl HostConfig {
             }
         }
         if auth.password_file.is_some() != auth.username_file.is_some() {
-            add("repository.auth".into(), "username_file and password_file go together".into());
+            add(
+                "repository.auth".into(),
+                "username_file and password_file go together".into(),
+            );
         }
         if scheme == UrlScheme::Ssh {
             if auth.ssh_key_file.is_none() {
-                add("repository.auth.ssh_key_file".into(), "required for an ssh:// repository".into());
+                add(
+                    "repository.auth.ssh_key_file".into(),
+                    "required for an ssh:// repository".into(),
+                );
             }
             if auth.known_hosts_file.is_none() {
                 add(
@@ -390,35 +406,65 @@ impl HostConfig {
             }
         }
         if !self.notes_ref.starts_with("refs/notes/") || git_ref_invalid(&self.notes_ref) {
-            add("notes_ref".into(), format!("{:?} must be a ref under refs/notes/", self.notes_ref));
+            add(
+                "notes_ref".into(),
+                format!("{:?} must be a ref under refs/notes/", self.notes_ref),
+            );
         }
         if !self.listen.ip().is_loopback() {
-            add("listen".into(), format!("{} is not a loopback address (metrics are not for the network)", self.listen));
+            add(
+                "listen".into(),
+                format!(
+                    "{} is not a loopback address (metrics are not for the network)",
+                    self.listen
+                ),
+            );
         }
         if !self.state_dir.is_absolute() {
             add("state_dir".into(), "must be an absolute path".into());
         }
         if self.environments.is_empty() {
-            add("environments".into(), "at least one environment is required".into());
+            add(
+                "environments".into(),
+                "at least one environment is required".into(),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, env) in self.environments.iter().enumerate() {
             let key = |k: &str| format!("environments[{i}].{k}");
             if !is_dns_label(&env.name) {
-                add(key("name"), format!("{:?} must be a DNS label (lowercase letters, digits, '-'; at most 63)", env.name));
+                add(
+                    key("name"),
+                    format!(
+                        "{:?} must be a DNS label (lowercase letters, digits, '-'; at most 63)",
+                        env.name
+                    ),
+                );
             }
             if !names.insert(env.name.clone()) {
-                add(key("name"), format!("duplicate environment name {:?}", env.name));
+                add(
+                    key("name"),
+                    format!("duplicate environment name {:?}", env.name),
+                );
             }
             let path = env.path.trim_matches('/');
             if path.split('/').any(|c| c == ".." || c == ".") || env.path.starts_with('/') {
-                add(key("path"), "must be a relative folder inside the repository without '..'".into());
+                add(
+                    key("path"),
+                    "must be a relative folder inside the repository without '..'".into(),
+                );
             }
             if env.namespace.is_empty() || !is_dns_label(&env.namespace) {
-                add(key("namespace"), format!("{:?} is not a valid namespace name", env.namespace));
+                add(
+                    key("namespace"),
+                    format!("{:?} is not a valid namespace name", env.namespace),
+                );
             }
             if env.kubernetes.is_none() && env.s3.is_none() {
-                add(key("kubernetes"), "an environment needs a kubernetes or an s3 target".into());
+                add(
+                    key("kubernetes"),
+                    "an environment needs a kubernetes or an s3 target".into(),
+                );
             }
             if let Some(k) = &env.kubernetes
                 && let Some(path) = &k.kubeconfig
@@ -427,7 +473,10 @@ impl HostConfig {
             }
             if let Some(s3) = &env.s3 {
                 if s3.access_key_id_file.is_some() != s3.secret_access_key_file.is_some() {
-                    add(key("s3"), "access_key_id_file and secret_access_key_file go together".into());
+                    add(
+                        key("s3"),
+                        "access_key_id_file and secret_access_key_file go together".into(),
+                    );
                 }
                 for (k, file) in [
                     ("s3.access_key_id_file", &s3.access_key_id_file),
@@ -448,10 +497,16 @@ impl HostConfig {
             }
             for (j, check) in env.health.http.iter().enumerate() {
                 if !(check.url.starts_with("http://") || check.url.starts_with("https://")) {
-                    add(key(&format!("health.http[{j}].url")), "must be an http(s) URL".into());
+                    add(
+                        key(&format!("health.http[{j}].url")),
+                        "must be an http(s) URL".into(),
+                    );
                 }
                 if !(100..=599).contains(&check.expect_status) {
-                    add(key(&format!("health.http[{j}].expect_status")), "must be an HTTP status code".into());
+                    add(
+                        key(&format!("health.http[{j}].expect_status")),
+                        "must be an HTTP status code".into(),
+                    );
                 }
             }
             if env.apply_concurrency == 0 {
@@ -463,7 +518,10 @@ impl HostConfig {
                 add("previews.refs".into(), format!("invalid glob: {e}"));
             }
             if !p.notes_ref.starts_with("refs/notes/") || p.notes_ref == self.notes_ref {
-                add("previews.notes_ref".into(), "must be a ref under refs/notes/ other than notes_ref".into());
+                add(
+                    "previews.notes_ref".into(),
+                    "must be a ref under refs/notes/ other than notes_ref".into(),
+                );
             }
         }
         out
@@ -477,8 +535,14 @@ impl HostConfig {
     pub fn git_auth(&self) -> Result<GitAuth, ConfigError> {
         let auth = &self.repository.auth;
         Ok(GitAuth {
-            username: read_secret("repository.auth.username_file", auth.username_file.as_deref())?,
-            password: read_secret("repository.auth.password_file", auth.password_file.as_deref())?,
+            username: read_secret(
+                "repository.auth.username_file",
+                auth.username_file.as_deref(),
+            )?,
+            password: read_secret(
+                "repository.auth.password_file",
+                auth.password_file.as_deref(),
+            )?,
             ssh_key_file: auth.ssh_key_file.clone(),
             known_hosts_file: auth.known_hosts_file.clone(),
             ca_file: auth.ca_file.clone(),
@@ -497,8 +561,14 @@ impl S3Config {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             force_path_style: self.force_path_style,
-            access_key_id: read_secret("s3.access_key_id_file", self.access_key_id_file.as_deref())?,
-            secret_access_key: read_secret("s3.secret_access_key_file", self.secret_access_key_file.as_deref())?,
+            access_key_id: read_secret(
+                "s3.access_key_id_file",
+                self.access_key_id_file.as_deref(),
+            )?,
+            secret_access_key: read_secret(
+                "s3.secret_access_key_file",
+                self.secret_access_key_file.as_deref(),
+            )?,
         })
     }
 }
@@ -516,7 +586,10 @@ fn read_secret(key: &str, path: Option<&Path>) -> Result<Option<String>, ConfigE
 
 fn check_readable(key: &str, path: &Path, add: &mut impl FnMut(String, String)) {
     if let Err(e) = std::fs::File::open(path) {
-        add(key.to_string(), format!("cannot read {}: {e}", path.display()));
+        add(
+            key.to_string(),
+            format!("cannot read {}: {e}", path.display()),
+        );
     }
 }
 
@@ -544,7 +617,8 @@ pub fn url_scheme(url: &str) -> UrlScheme<'_> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -589,7 +663,9 @@ mod tests {
             "repository:\n  url: ssh://git@example.com/infra.git\n  poll: 0s\nnotes_ref: gitopsd\nstate_dir: relative\nlisten: 0.0.0.0:9477\nenvironments:\n  - name: Dev\n    path: ../x\n    kubernetes: {kubeconfig: /nonexistent/kubeconfig}\n  - name: Dev\n    path: y\n",
         )
         .unwrap_err();
-        let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
         let keys: Vec<&str> = problems.0.iter().map(|p| p.key.as_str()).collect();
         for expected in [
             "repository.poll",
@@ -610,7 +686,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_syntax_errors_name_a_line() {
-        let err = load("repository: {url: /x}\nstate_dir: /s\nenvironments: []\nbogus: 1\n").unwrap_err();
+        let err =
+            load("repository: {url: /x}\nstate_dir: /s\nenvironments: []\nbogus: 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
         let err = load("repository: [\n").unwrap_err();
         assert!(err.to_string().contains("line "), "{err}");
@@ -618,8 +695,15 @@ mod tests {
 
     #[test]
     fn unset_variables_are_reported() {
-        let err = load("# ${IN_A_COMMENT_IS_FINE}\nrepository: {url: ${GITOPSD_TEST_SURELY_UNSET_VAR}}\n").unwrap_err();
-        assert!(err.to_string().contains("line 2: environment variable GITOPSD_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+        let err = load(
+            "# ${IN_A_COMMENT_IS_FINE}\nrepository: {url: ${GITOPSD_TEST_SURELY_UNSET_VAR}}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("line 2: environment variable GITOPSD_TEST_SURELY_UNSET_VAR is not set"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("IN_A_COMMENT"), "{err}");
     }
 }

@@ -12,7 +12,11 @@ use gitopsd::reconcile::{self, daemon, source::git};
 use gitopsd::status;
 
 #[derive(Parser)]
-#[command(name = "gitopsd", version, about = "Keeps Kubernetes environments and S3 buckets equal to a git branch; status lives in git notes")]
+#[command(
+    name = "gitopsd",
+    version,
+    about = "Keeps Kubernetes environments and S3 buckets equal to a git branch; status lives in git notes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,9 @@ fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(gitopsd::config::log_filter())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
@@ -81,7 +87,10 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gitopsd: cannot start the async runtime: {e}");
@@ -135,7 +144,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if all { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if all {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Status { config, output } => {
             let config = load(&config)?;
@@ -149,7 +162,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Retry { config, env, rev } => {
             let config = load(&config)?;
-            config.environment(&env).with_context(|| format!("no environment {env} in the host config"))?;
+            config
+                .environment(&env)
+                .with_context(|| format!("no environment {env} in the host config"))?;
             let mirror = daemon::open_mirror(&config).await?;
             git(&mirror, |m| m.fetch()).await?;
             let commit = resolve(&mirror, rev).await?;
@@ -172,11 +187,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cancel = tokio_util::sync::CancellationToken::new();
             let step = worker.manual_rollback(&mirror, commit, &cancel).await?;
             println!("{env}: {step:?}");
-            Ok(if step.converged() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if step.converged() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
 
-async fn resolve(mirror: &Arc<gitopsd::git::Mirror>, rev: String) -> anyhow::Result<gitopsd::git::Oid> {
+async fn resolve(
+    mirror: &Arc<gitopsd::git::Mirror>,
+    rev: String,
+) -> anyhow::Result<gitopsd::git::Oid> {
     Ok(git(mirror, move |m| m.resolve(&rev)).await?)
 }

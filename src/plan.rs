@@ -69,7 +69,9 @@ pub fn plan_keys(before: Option<&DesiredState>, after: &DesiredState, keys: &[Ob
         let action = match (old, new) {
             (None, Some(_)) => Action::Create,
             (Some(_), None) => Action::Delete,
-            (Some(o), Some(n)) if o.body != n.body || o.api_version != n.api_version => Action::Update,
+            (Some(o), Some(n)) if o.body != n.body || o.api_version != n.api_version => {
+                Action::Update
+            }
             _ => continue,
         };
         changes.push(Change {
@@ -121,7 +123,10 @@ mod tests {
 
     #[test]
     fn first_plan_creates_everything() {
-        let c = state(&[("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")]);
+        let c = state(&[(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+        )]);
         let p = plan(None, &c);
         assert_eq!(p.count(Action::Create), 1);
         assert_eq!(p.unchanged, 0);
@@ -130,26 +135,56 @@ mod tests {
     #[test]
     fn plan_finds_create_update_delete_and_unchanged() {
         let a = state(&[
-            ("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '1'}\n"),
-            ("b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"),
-            ("c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"),
+            (
+                "a.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '1'}\n",
+            ),
+            (
+                "b.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+            ),
+            (
+                "c.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+            ),
         ]);
         let c = state(&[
-            ("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '2'}\n"),
-            ("c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"),
-            ("d.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n"),
+            (
+                "a.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '2'}\n",
+            ),
+            (
+                "c.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+            ),
+            (
+                "d.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n",
+            ),
         ]);
         let p = plan(Some(&a), &c);
         assert_eq!(
-            (p.count(Action::Create), p.count(Action::Update), p.count(Action::Delete), p.unchanged),
+            (
+                p.count(Action::Create),
+                p.count(Action::Update),
+                p.count(Action::Delete),
+                p.unchanged
+            ),
             (1, 1, 1, 1)
         );
-        let update = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+        let update = p
+            .changes
+            .iter()
+            .find(|c| c.action == Action::Update)
+            .unwrap();
         let diff = unified_diff(
             update.before.as_ref().map(|m| &m.body),
             update.after.as_ref().map(|m| &m.body),
             "ConfigMap a",
         );
-        assert!(diff.contains("-  k: '1'") || diff.contains("-  k: \"1\""), "{diff}");
+        assert!(
+            diff.contains("-  k: '1'") || diff.contains("-  k: \"1\""),
+            "{diff}"
+        );
     }
 }

@@ -124,7 +124,12 @@ impl Record {
 
     /// When this commit last became the environment's healthy state, if ever.
     pub fn healthy_since(&self) -> Option<&str> {
-        let reapplied = self.reapplied.iter().filter(|r| r.healthy).map(|r| r.at.as_str()).max();
+        let reapplied = self
+            .reapplied
+            .iter()
+            .filter(|r| r.healthy)
+            .map(|r| r.at.as_str())
+            .max();
         let own = (self.outcome == Outcome::Healthy).then_some(self.finished.as_str());
         own.into_iter().chain(reapplied).max()
     }
@@ -142,7 +147,11 @@ impl Record {
             line.push_str(&format!("; pinned: {}", one_line(reason)));
         }
         if let Some(last) = self.reapplied.last() {
-            line.push_str(&format!("; re-applied {} because of {}", last.at, short(&last.because)));
+            line.push_str(&format!(
+                "; re-applied {} because of {}",
+                last.at,
+                short(&last.because)
+            ));
         }
         line
     }
@@ -198,11 +207,17 @@ pub fn merge_section(existing: Option<&str>, env: &str, record: &Record) -> Stri
 /// ours. Installed as the mirror's note merger: the generic merge works on top-level YAML keys,
 /// and every section of a gitopsd note lives under the single key `environments`.
 pub fn merge_notes(base: Option<&str>, ours: &str, theirs: Option<&str>) -> String {
-    let Some(theirs) = theirs else { return ours.to_string() };
+    let Some(theirs) = theirs else {
+        return ours.to_string();
+    };
     let base = base.map(Note::parse).unwrap_or_default();
     let ours = Note::parse(ours);
     let mut merged = Note::parse(theirs);
-    let envs: std::collections::BTreeSet<&String> = base.environments.keys().chain(ours.environments.keys()).collect();
+    let envs: std::collections::BTreeSet<&String> = base
+        .environments
+        .keys()
+        .chain(ours.environments.keys())
+        .collect();
     for env in envs {
         let mine = ours.environments.get(env);
         if mine == base.environments.get(env) {
@@ -221,7 +236,11 @@ pub fn merge_notes(base: Option<&str>, ours: &str, theirs: Option<&str>) -> Stri
 
 /// Changes one environment's existing section in place (e.g. pin, unpin, add a re-application).
 /// Returns `None` when there is no section for `env`.
-pub fn edit_section(existing: Option<&str>, env: &str, edit: impl FnOnce(&mut Record)) -> Option<String> {
+pub fn edit_section(
+    existing: Option<&str>,
+    env: &str,
+    edit: impl FnOnce(&mut Record),
+) -> Option<String> {
     let mut note = existing.map(Note::parse)?;
     let record = note.environments.get_mut(env)?;
     edit(record);
@@ -238,7 +257,12 @@ fn short(sha: &str) -> &str {
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(160).collect()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(160)
+        .collect()
 }
 
 /// Per environment, from all notes: the last healthy commit and the pinned commits.
@@ -257,9 +281,14 @@ pub fn history<'a>(notes: impl IntoIterator<Item = (String, &'a str)>, env: &str
     let mut h = EnvHistory::default();
     for (commit, text) in notes {
         let note = Note::parse(text);
-        let Some(record) = note.environments.get(env) else { continue };
+        let Some(record) = note.environments.get(env) else {
+            continue;
+        };
         if let Some(since) = record.healthy_since() {
-            let newer = h.last_healthy.as_ref().is_none_or(|(_, best)| since > best.as_str());
+            let newer = h
+                .last_healthy
+                .as_ref()
+                .is_none_or(|(_, best)| since > best.as_str());
             if newer {
                 h.last_healthy = Some((commit.clone(), since.to_string()));
             }
@@ -275,10 +304,15 @@ pub fn history<'a>(notes: impl IntoIterator<Item = (String, &'a str)>, env: &str
 /// Human-readable form of the `status` report (see `reconcile::daemon::status_report`).
 pub fn format_report(report: &serde_json::Value) -> String {
     let mut out = String::new();
-    let Some(envs) = report.as_object() else { return out };
+    let Some(envs) = report.as_object() else {
+        return out;
+    };
     for (env, v) in envs {
         out.push_str(&format!("{env}:\n"));
-        out.push_str(&format!("  last healthy: {}\n", v["last_healthy"].as_str().unwrap_or("(none)")));
+        out.push_str(&format!(
+            "  last healthy: {}\n",
+            v["last_healthy"].as_str().unwrap_or("(none)")
+        ));
         if let Some(last) = v["last_outcome"].as_object() {
             out.push_str(&format!(
                 "  last outcome: {} on {} at {}\n",
@@ -289,7 +323,10 @@ pub fn format_report(report: &serde_json::Value) -> String {
         }
         if let Some(pinned) = v["pinned"].as_object() {
             for (commit, why) in pinned {
-                out.push_str(&format!("  pinned: {commit}: {}\n", why.as_str().unwrap_or("")));
+                out.push_str(&format!(
+                    "  pinned: {commit}: {}\n",
+                    why.as_str().unwrap_or("")
+                ));
             }
         }
         let pending = v["pending"].as_array().map(Vec::len).unwrap_or(0);
@@ -317,7 +354,10 @@ mod tests {
             reason: "invalid: data: must be a map".into(),
         });
         let text = merge_section(None, "dev", &r);
-        assert!(text.starts_with("# gitopsd dev: rejected (0 created"), "{text}");
+        assert!(
+            text.starts_with("# gitopsd dev: rejected (0 created"),
+            "{text}"
+        );
         let note = Note::parse(&text);
         assert_eq!(note.environments["dev"], r);
     }
@@ -369,7 +409,14 @@ mod tests {
         let ta = merge_section(None, "dev", &a);
         let tc = merge_section(None, "dev", &c);
         let tb = merge_section(None, "dev", &b);
-        let h = history([("a".to_string(), ta.as_str()), ("b".into(), tb.as_str()), ("c".into(), tc.as_str())], "dev");
+        let h = history(
+            [
+                ("a".to_string(), ta.as_str()),
+                ("b".into(), tb.as_str()),
+                ("c".into(), tc.as_str()),
+            ],
+            "dev",
+        );
         assert_eq!(h.last_healthy.as_ref().unwrap().0, "b");
         assert!(h.pinned.contains_key("c"));
         // A re-application of an older commit makes it the current healthy state.
@@ -381,9 +428,16 @@ mod tests {
             healthy: true,
         });
         let ta2 = merge_section(None, "dev", &a2);
-        let h = history([("a".to_string(), ta2.as_str()), ("b".into(), tb.as_str())], "dev");
+        let h = history(
+            [("a".to_string(), ta2.as_str()), ("b".into(), tb.as_str())],
+            "dev",
+        );
         assert_eq!(h.last_healthy.unwrap().0, "a");
         // Other environments' records are invisible.
-        assert!(history([("a".to_string(), ta.as_str())], "prod").records.is_empty());
+        assert!(
+            history([("a".to_string(), ta.as_str())], "prod")
+                .records
+                .is_empty()
+        );
     }
 }

@@ -90,18 +90,21 @@ pub async fn validate<'a>(
             Some((group, kind))
         })
         .collect();
-    let results: Vec<(&Manifest, Result<_, KubeError>)> = futures::stream::iter(objects.iter().copied())
-        .map(|m| async move { (m, cluster.dry_run(m).await) })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    let results: Vec<(&Manifest, Result<_, KubeError>)> =
+        futures::stream::iter(objects.iter().copied())
+            .map(|m| async move { (m, cluster.dry_run(m).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     let mut validation = Validation::default();
     for (m, result) in results {
         let Err(error) = result else { continue };
         let namespace_pending = error.is_not_found()
-            && new_namespaces
-                .iter()
-                .any(|ns| error.to_string().contains(&format!("namespaces \"{ns}\" not found")));
+            && new_namespaces.iter().any(|ns| {
+                error
+                    .to_string()
+                    .contains(&format!("namespaces \"{ns}\" not found"))
+            });
         let kind_pending = matches!(error, KubeError::UnknownKind { .. })
             && crd_kinds.contains(&(m.key.group.clone(), m.key.kind.clone()));
         if namespace_pending || kind_pending {
@@ -115,9 +118,19 @@ pub async fn validate<'a>(
 }
 
 /// Dry-runs objects again (the deferred ones, once their Namespaces and CRDs exist).
-pub async fn dry_run_all(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Vec<ObjectFailure> {
+pub async fn dry_run_all(
+    cluster: &Cluster,
+    objects: &[&Manifest],
+    concurrency: usize,
+) -> Vec<ObjectFailure> {
     let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
-        .map(|m| async move { cluster.dry_run(m).await.err().map(|e| ObjectFailure::new(m, e)) })
+        .map(|m| async move {
+            cluster
+                .dry_run(m)
+                .await
+                .err()
+                .map(|e| ObjectFailure::new(m, e))
+        })
         .buffer_unordered(concurrency.max(1))
         .filter_map(|f| async move { f })
         .collect()
@@ -139,11 +152,12 @@ pub async fn apply_all(
         if phase.is_empty() {
             continue;
         }
-        let results: Vec<(&Manifest, Result<_, KubeError>)> = futures::stream::iter(phase.iter().copied())
-            .map(|m| async move { (m, cluster.apply(m).await) })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<(&Manifest, Result<_, KubeError>)> =
+            futures::stream::iter(phase.iter().copied())
+                .map(|m| async move { (m, cluster.apply(m).await) })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
         let mut failures = Vec::new();
         for (m, result) in results {
             match result {
@@ -158,7 +172,10 @@ pub async fn apply_all(
         if index == 0 {
             let crds: Vec<String> = phase.iter().map(|m| m.key.name.clone()).collect();
             if let Err(e) = cluster.wait_established(&crds, CRD_ESTABLISH_TIMEOUT).await {
-                let failures = phase.iter().map(|m| ObjectFailure::new(m, clone_timeout(&e))).collect();
+                let failures = phase
+                    .iter()
+                    .map(|m| ObjectFailure::new(m, clone_timeout(&e)))
+                    .collect();
                 return (applied, failures);
             }
         }
@@ -187,14 +204,17 @@ pub async fn delete_all(cluster: &Cluster, objects: &[&Manifest], concurrency: u
     let mut out = Deletions::default();
     let phases = by_phase(cluster, objects).await;
     for phase in phases.iter().rev() {
-        let results: Vec<(&Manifest, Result<DeleteOutcome, KubeError>)> = futures::stream::iter(phase.iter().copied())
-            .map(|m| async move { (m, cluster.delete(m).await) })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<(&Manifest, Result<DeleteOutcome, KubeError>)> =
+            futures::stream::iter(phase.iter().copied())
+                .map(|m| async move { (m, cluster.delete(m).await) })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
         for (m, result) in results {
             match result {
-                Ok(DeleteOutcome::Deleted) | Ok(DeleteOutcome::AlreadyGone) => out.deleted.push(m.key.clone()),
+                Ok(DeleteOutcome::Deleted) | Ok(DeleteOutcome::AlreadyGone) => {
+                    out.deleted.push(m.key.clone())
+                }
                 Ok(DeleteOutcome::NotOwned) => out.not_owned.push(m.key.clone()),
                 Err(e) => out.failures.push(ObjectFailure::new(m, e)),
             }

@@ -34,7 +34,10 @@ fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
 
 /// Whether `status.conditions[type=kind].status` is "True".
 pub fn condition_true(obj: &Value, kind: &str) -> bool {
-    condition(obj, kind).and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True")
+    condition(obj, kind)
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        == Some("True")
 }
 
 fn condition_message(obj: &Value, kind: &str) -> String {
@@ -42,7 +45,9 @@ fn condition_message(obj: &Value, kind: &str) -> String {
         .map(|c| {
             let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
             let message = c.get("message").and_then(Value::as_str).unwrap_or_default();
-            format!("{reason}: {message}").trim_matches([':', ' ']).to_string()
+            format!("{reason}: {message}")
+                .trim_matches([':', ' '])
+                .to_string()
         })
         .unwrap_or_default()
 }
@@ -54,7 +59,9 @@ pub fn assess(group: &str, kind: &str, obj: &Value) -> Health {
     if let (Some(generation), Some(observed)) = (generation, observed)
         && observed < generation
     {
-        return Health::Progressing(format!("controller has not observed generation {generation} yet"));
+        return Health::Progressing(format!(
+            "controller has not observed generation {generation} yet"
+        ));
     }
     match (group, kind) {
         ("apps", "Deployment") => deployment(obj, generation, observed),
@@ -63,11 +70,13 @@ pub fn assess(group: &str, kind: &str, obj: &Value) -> Health {
         ("apps", "ReplicaSet") => replicaset(obj),
         ("batch", "Job") => job(obj),
         ("", "Pod") => pod(obj),
-        ("", "PersistentVolumeClaim") => match get(obj, &["status", "phase"]).and_then(Value::as_str) {
-            Some("Bound") => Health::Healthy,
-            Some("Lost") => Health::Failed("claim lost its volume".into()),
-            other => Health::Progressing(format!("claim is {}", other.unwrap_or("Pending"))),
-        },
+        ("", "PersistentVolumeClaim") => {
+            match get(obj, &["status", "phase"]).and_then(Value::as_str) {
+                Some("Bound") => Health::Healthy,
+                Some("Lost") => Health::Failed("claim lost its volume".into()),
+                other => Health::Progressing(format!("claim is {}", other.unwrap_or("Pending"))),
+            }
+        }
         ("", "Service") => {
             if get(obj, &["spec", "type"]).and_then(Value::as_str) == Some("LoadBalancer") {
                 let has_address = get(obj, &["status", "loadBalancer", "ingress"])
@@ -104,7 +113,10 @@ fn deployment(obj: &Value, generation: Option<i64>, observed: Option<i64>) -> He
     if let Some(c) = condition(obj, "Progressing")
         && c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
     {
-        return Health::Failed(format!("ProgressDeadlineExceeded: {}", condition_message(obj, "Progressing")));
+        return Health::Failed(format!(
+            "ProgressDeadlineExceeded: {}",
+            condition_message(obj, "Progressing")
+        ));
     }
     if generation.is_some() && observed.is_none() {
         return Health::Progressing("rollout not observed yet".into());
@@ -118,10 +130,15 @@ fn deployment(obj: &Value, generation: Option<i64>, observed: Option<i64>) -> He
         return Health::Progressing(format!("{updated} of {desired} replicas updated"));
     }
     if total > updated {
-        return Health::Progressing(format!("{} old replicas pending termination", total - updated));
+        return Health::Progressing(format!(
+            "{} old replicas pending termination",
+            total - updated
+        ));
     }
     if ready < desired || available < desired {
-        return Health::Progressing(format!("{available} of {desired} replicas available ({ready} ready)"));
+        return Health::Progressing(format!(
+            "{available} of {desired} replicas available ({ready} ready)"
+        ));
     }
     Health::Healthy
 }
@@ -133,7 +150,8 @@ fn statefulset(obj: &Value, observed: Option<i64>) -> Health {
     let desired = int(obj, &["spec", "replicas"]).unwrap_or(1);
     let ready = int(obj, &["status", "readyReplicas"]).unwrap_or(0);
     let available = int(obj, &["status", "availableReplicas"]).unwrap_or(ready);
-    let rolling = get(obj, &["spec", "updateStrategy", "type"]).and_then(Value::as_str) != Some("OnDelete");
+    let rolling =
+        get(obj, &["spec", "updateStrategy", "type"]).and_then(Value::as_str) != Some("OnDelete");
     if rolling {
         let updated = int(obj, &["status", "updatedReplicas"]).unwrap_or(0);
         let current = get(obj, &["status", "currentRevision"]);
@@ -192,7 +210,9 @@ fn pod(obj: &Value) -> Health {
     match get(obj, &["status", "phase"]).and_then(Value::as_str) {
         Some("Succeeded") => return Health::Healthy,
         Some("Failed") => {
-            let reason = get(obj, &["status", "reason"]).and_then(Value::as_str).unwrap_or("Failed");
+            let reason = get(obj, &["status", "reason"])
+                .and_then(Value::as_str)
+                .unwrap_or("Failed");
             return Health::Failed(format!("pod failed: {reason}"));
         }
         _ => {}
@@ -200,7 +220,15 @@ fn pod(obj: &Value) -> Health {
     let statuses = get(obj, &["status", "containerStatuses"]).and_then(Value::as_array);
     for status in statuses.into_iter().flatten() {
         let waiting = get(status, &["state", "waiting", "reason"]).and_then(Value::as_str);
-        if matches!(waiting, Some("CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull" | "CreateContainerConfigError")) {
+        if matches!(
+            waiting,
+            Some(
+                "CrashLoopBackOff"
+                    | "ImagePullBackOff"
+                    | "ErrImagePull"
+                    | "CreateContainerConfigError"
+            )
+        ) {
             let name = status.get("name").and_then(Value::as_str).unwrap_or("?");
             return Health::Failed(format!("container {name}: {}", waiting.unwrap_or_default()));
         }
@@ -208,7 +236,10 @@ fn pod(obj: &Value) -> Health {
     if condition_true(obj, "Ready") {
         Health::Healthy
     } else {
-        Health::Progressing(format!("pod not ready: {}", condition_message(obj, "Ready")))
+        Health::Progressing(format!(
+            "pod not ready: {}",
+            condition_message(obj, "Ready")
+        ))
     }
 }
 
@@ -301,10 +332,15 @@ mod tests {
         assert_eq!(assess("apps", "Deployment", &ok), Health::Healthy);
         let stale = json!({"metadata": {"generation": 3}, "spec": {"replicas": 3},
             "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}});
-        assert!(matches!(assess("apps", "Deployment", &stale), Health::Progressing(_)));
+        assert!(matches!(
+            assess("apps", "Deployment", &stale),
+            Health::Progressing(_)
+        ));
         let deadline = json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
             "status": {"observedGeneration": 1, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet web-1 has timed out progressing."}]}});
-        assert!(matches!(assess("apps", "Deployment", &deadline), Health::Failed(m) if m.contains("ProgressDeadlineExceeded")));
+        assert!(
+            matches!(assess("apps", "Deployment", &deadline), Health::Failed(m) if m.contains("ProgressDeadlineExceeded"))
+        );
     }
 
     #[test]
@@ -315,11 +351,31 @@ mod tests {
         assert_eq!(assess("batch", "Job", &done), Health::Healthy);
         let crash = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
         assert!(matches!(assess("", "Pod", &crash), Health::Failed(_)));
-        assert!(matches!(assess("", "PersistentVolumeClaim", &json!({"status": {"phase": "Pending"}})), Health::Progressing(_)));
-        assert_eq!(assess("", "PersistentVolumeClaim", &json!({"status": {"phase": "Bound"}})), Health::Healthy);
-        assert_eq!(assess("", "ConfigMap", &json!({"data": {}})), Health::Healthy);
+        assert!(matches!(
+            assess(
+                "",
+                "PersistentVolumeClaim",
+                &json!({"status": {"phase": "Pending"}})
+            ),
+            Health::Progressing(_)
+        ));
+        assert_eq!(
+            assess(
+                "",
+                "PersistentVolumeClaim",
+                &json!({"status": {"phase": "Bound"}})
+            ),
+            Health::Healthy
+        );
+        assert_eq!(
+            assess("", "ConfigMap", &json!({"data": {}})),
+            Health::Healthy
+        );
         let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "message": "waiting"}]}});
-        assert!(matches!(assess("example.com", "Widget", &not_ready), Health::Progressing(_)));
+        assert!(matches!(
+            assess("example.com", "Widget", &not_ready),
+            Health::Progressing(_)
+        ));
         let lb = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}});
         assert!(matches!(assess("", "Service", &lb), Health::Progressing(_)));
     }

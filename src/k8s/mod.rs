@@ -71,7 +71,9 @@ impl KubeError {
     /// The API's own message without our prefix, for notes and previews.
     pub fn reason(&self) -> String {
         match self {
-            KubeError::Api { message, reason, .. } if !reason.is_empty() => format!("{reason}: {message}"),
+            KubeError::Api {
+                message, reason, ..
+            } if !reason.is_empty() => format!("{reason}: {message}"),
             KubeError::Api { message, .. } => message.clone(),
             other => other.to_string(),
         }
@@ -133,7 +135,10 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds a client from the environment's kubeconfig (and context).
-    pub async fn connect(k8s: &KubernetesConfig, env: &EnvironmentConfig) -> Result<Cluster, KubeError> {
+    pub async fn connect(
+        k8s: &KubernetesConfig,
+        env: &EnvironmentConfig,
+    ) -> Result<Cluster, KubeError> {
         let options = KubeConfigOptions {
             context: k8s.context.clone(),
             ..Default::default()
@@ -149,15 +154,23 @@ impl Cluster {
         };
         let config = match &k8s.kubeconfig {
             Some(file) => {
-                let kubeconfig = Kubeconfig::read_from(file).map_err(|e| config_err(e.to_string()))?;
+                let kubeconfig =
+                    Kubeconfig::read_from(file).map_err(|e| config_err(e.to_string()))?;
                 Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
                     .map_err(|e| config_err(e.to_string()))?
             }
-            None => Config::from_kubeconfig(&options).await.map_err(|e| config_err(e.to_string()))?,
+            None => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| config_err(e.to_string()))?,
         };
         let client = Client::try_from(config).map_err(|e| config_err(e.to_string()))?;
-        Ok(Cluster::new(client, &env.name, &env.namespace, env.force_conflicts))
+        Ok(Cluster::new(
+            client,
+            &env.name,
+            &env.namespace,
+            env.force_conflicts,
+        ))
     }
 
     pub fn new(client: Client, env: &str, default_namespace: &str, force: bool) -> Cluster {
@@ -180,7 +193,12 @@ impl Cluster {
 
     /// Resolves a kind through discovery (cached; a miss asks again, so CRDs created a moment ago
     /// are found). `None` when the cluster does not serve it.
-    async fn kind(&self, object: &str, api_version: &str, kind: &str) -> Result<Option<(ApiResource, bool)>, KubeError> {
+    async fn kind(
+        &self,
+        object: &str,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, bool)>, KubeError> {
         let cache_key = (api_version.to_string(), kind.to_string());
         if let Some(found) = self.kinds.lock().await.get(&cache_key) {
             return Ok(Some(found.clone()));
@@ -193,7 +211,10 @@ impl Cluster {
         match kube::discovery::pinned_kind(&self.client, &gvk).await {
             Ok((resource, caps)) => {
                 let namespaced = caps.scope == Scope::Namespaced;
-                self.kinds.lock().await.insert(cache_key, (resource.clone(), namespaced));
+                self.kinds
+                    .lock()
+                    .await
+                    .insert(cache_key, (resource.clone(), namespaced));
                 Ok(Some((resource, namespaced)))
             }
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
@@ -205,17 +226,24 @@ impl Cluster {
     /// Where `m` lives, with its namespace defaulted (namespaced kinds) or dropped (cluster-scoped).
     pub async fn target(&self, m: &Manifest) -> Result<Target, KubeError> {
         let object = m.key.to_string();
-        let (resource, namespaced) =
-            self.kind(&object, &m.api_version, &m.key.kind)
-                .await?
-                .ok_or_else(|| KubeError::UnknownKind {
-                    object: object.clone(),
-                    api_version: m.api_version.clone(),
-                    kind: m.key.kind.clone(),
-                })?;
+        let (resource, namespaced) = self
+            .kind(&object, &m.api_version, &m.key.kind)
+            .await?
+            .ok_or_else(|| KubeError::UnknownKind {
+                object: object.clone(),
+                api_version: m.api_version.clone(),
+                kind: m.key.kind.clone(),
+            })?;
         let (api, namespace) = if namespaced {
-            let ns = m.key.namespace.clone().unwrap_or_else(|| self.default_namespace.clone());
-            (Api::namespaced_with(self.client.clone(), &ns, &resource), Some(ns))
+            let ns = m
+                .key
+                .namespace
+                .clone()
+                .unwrap_or_else(|| self.default_namespace.clone());
+            (
+                Api::namespaced_with(self.client.clone(), &ns, &resource),
+                Some(ns),
+            )
         } else {
             (Api::all_with(self.client.clone(), &resource), None)
         };
@@ -233,7 +261,9 @@ impl Cluster {
         let mut body = m.body.clone();
         if let Some(obj) = body.as_object_mut() {
             obj.remove("status");
-            let metadata = obj.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+            let metadata = obj
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()));
             if let Some(meta) = metadata.as_object_mut() {
                 match &target.namespace {
                     Some(ns) => {
@@ -243,12 +273,16 @@ impl Cluster {
                         meta.remove("namespace");
                     }
                 }
-                let labels = meta.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                let labels = meta
+                    .entry("labels")
+                    .or_insert_with(|| Value::Object(Default::default()));
                 if let Some(labels) = labels.as_object_mut() {
                     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
                     labels.insert(ENV_LABEL.into(), Value::String(self.env.clone()));
                 }
-                let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+                let annotations = meta
+                    .entry("annotations")
+                    .or_insert_with(|| Value::Object(Default::default()));
                 if let Some(annotations) = annotations.as_object_mut() {
                     annotations.insert(ENV_ANNOTATION.into(), Value::String(self.env.clone()));
                 }
@@ -274,7 +308,11 @@ impl Cluster {
         let verb = if dry_run { "dry-run apply" } else { "apply" };
         target
             .api
-            .patch(&target.name, &self.patch_params(dry_run), &Patch::Apply(&body))
+            .patch(
+                &target.name,
+                &self.patch_params(dry_run),
+                &Patch::Apply(&body),
+            )
             .await
             .map_err(|e| KubeError::from_kube(&describe(m, &target), verb, e))
     }
@@ -303,7 +341,8 @@ impl Cluster {
     pub fn owns(&self, obj: &DynamicObject) -> bool {
         let labels = obj.metadata.labels.as_ref();
         let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-        label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE) && label(ENV_LABEL) == Some(self.env.as_str())
+        label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+            && label(ENV_LABEL) == Some(self.env.as_str())
     }
 
     /// Deletes `m` only if gitopsd owns it for this environment.
@@ -320,7 +359,9 @@ impl Cluster {
             .get_opt(&target.name)
             .await
             .map_err(|e| KubeError::from_kube(&object, "get", e))?;
-        let Some(live) = live else { return Ok(DeleteOutcome::AlreadyGone) };
+        let Some(live) = live else {
+            return Ok(DeleteOutcome::AlreadyGone);
+        };
         if !self.owns(&live) {
             return Ok(DeleteOutcome::NotOwned);
         }
@@ -340,7 +381,11 @@ impl Cluster {
     }
 
     /// Waits until the named CRDs report `Established`.
-    pub async fn wait_established(&self, crds: &[String], timeout: Duration) -> Result<(), KubeError> {
+    pub async fn wait_established(
+        &self,
+        crds: &[String],
+        timeout: Duration,
+    ) -> Result<(), KubeError> {
         if crds.is_empty() {
             return Ok(());
         }
@@ -352,10 +397,9 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + timeout;
         for name in crds {
             loop {
-                let obj = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| KubeError::from_kube(&format!("CustomResourceDefinition {name}"), "get", e))?;
+                let obj = api.get_opt(name).await.map_err(|e| {
+                    KubeError::from_kube(&format!("CustomResourceDefinition {name}"), "get", e)
+                })?;
                 let established = obj
                     .as_ref()
                     .map(|o| health::condition_true(&o.data, "Established"))
@@ -383,11 +427,15 @@ impl Cluster {
             .run()
             .await
             .map_err(|e| KubeError::from_kube("cluster", "discover", e))?;
-        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ENV_LABEL}={}", self.env);
+        let selector = format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ENV_LABEL}={}",
+            self.env
+        );
         let mut out = Vec::new();
         for group in discovery.groups() {
             for (resource, caps) in group.recommended_resources() {
-                if !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE) {
+                if !caps.supports_operation(verbs::LIST) || !caps.supports_operation(verbs::DELETE)
+                {
                     continue;
                 }
                 // Events and the like are never applied; skip noise.
@@ -395,14 +443,21 @@ impl Cluster {
                     continue;
                 }
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-                let list = match api.list_metadata(&ListParams::default().labels(&selector)).await {
+                let list = match api
+                    .list_metadata(&ListParams::default().labels(&selector))
+                    .await
+                {
                     Ok(list) => list,
                     // Not allowed to list a kind means we never applied it with these credentials.
-                    Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => continue,
+                    Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => {
+                        continue;
+                    }
                     Err(e) => return Err(KubeError::from_kube(&resource.kind, "list", e)),
                 };
                 for item in list.items {
-                    let Some(name) = item.metadata.name.clone() else { continue };
+                    let Some(name) = item.metadata.name.clone() else {
+                        continue;
+                    };
                     out.push(OwnedObject {
                         key: ObjectKey {
                             group: resource.group.clone(),

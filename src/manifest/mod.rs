@@ -24,7 +24,9 @@ pub const BUCKET_KIND: &str = "Bucket";
 
 /// Identity of an object: what makes two documents "the same object". The API version is not part
 /// of it, so moving an object from `v1beta1` to `v1` is an update, not a delete plus a create.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectKey {
     /// API group, empty for the core group.
     pub group: String,
@@ -150,11 +152,18 @@ pub fn is_manifest_path(path: &str) -> bool {
 
 /// Whether `path` lies inside `dir` (both repository-relative, `""` is the root) without escaping it.
 pub fn path_within(dir: &str, path: &str) -> bool {
-    if path.starts_with('/') || path.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+    if path.starts_with('/')
+        || path
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+    {
         return false;
     }
     let dir = dir.trim_matches('/');
-    dir.is_empty() || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The typed desired state of one environment at one revision.
@@ -210,7 +219,10 @@ impl DesiredState {
 }
 
 /// Renders a whole environment folder. All problems are collected, not just the first.
-pub fn render(dir: &str, entries: impl IntoIterator<Item = FileEntry>) -> Result<DesiredState, Vec<RenderError>> {
+pub fn render(
+    dir: &str,
+    entries: impl IntoIterator<Item = FileEntry>,
+) -> Result<DesiredState, Vec<RenderError>> {
     let mut state = DesiredState::default();
     let mut errors = Vec::new();
     for entry in entries {
@@ -218,7 +230,11 @@ pub fn render(dir: &str, entries: impl IntoIterator<Item = FileEntry>) -> Result
             state.insert_file(&entry.path, manifests, &mut errors);
         }
     }
-    if errors.is_empty() { Ok(state) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(state)
+    } else {
+        Err(errors)
+    }
 }
 
 /// A change to one file between two revisions: the new entry, or `None` when the file was deleted.
@@ -263,7 +279,11 @@ pub fn rerender(
 }
 
 /// Reads one folder entry; `None` when it yields nothing (ignored file or an error already pushed).
-fn read_entry(dir: &str, entry: &FileEntry, errors: &mut Vec<RenderError>) -> Option<Vec<Manifest>> {
+fn read_entry(
+    dir: &str,
+    entry: &FileEntry,
+    errors: &mut Vec<RenderError>,
+) -> Option<Vec<Manifest>> {
     let err = |message: &str| RenderError {
         path: entry.path.clone(),
         line: None,
@@ -276,7 +296,9 @@ fn read_entry(dir: &str, entry: &FileEntry, errors: &mut Vec<RenderError>) -> Op
     }
     match entry.kind {
         EntryKind::Symlink => {
-            errors.push(err("symlinks are not allowed in an environment folder (they could point outside it)"));
+            errors.push(err(
+                "symlinks are not allowed in an environment folder (they could point outside it)",
+            ));
             return None;
         }
         EntryKind::Submodule => {
@@ -337,7 +359,11 @@ pub fn parse_file(path: &str, bytes: &[u8]) -> Result<Vec<Manifest>, Vec<RenderE
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(manifests) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(errors)
+    }
 }
 
 fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>, RenderError> {
@@ -346,7 +372,10 @@ fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>,
         Value::Object(map) => map,
         _ => return Err(RenderError::at(&source, None, "document is not a mapping")),
     };
-    let name = map.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str);
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str);
     let kind = map.get("kind").and_then(Value::as_str);
     let describe = || match (kind, name) {
         (Some(k), Some(n)) => Some(format!("{k} {n}")),
@@ -364,9 +393,19 @@ fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>,
     };
     let name = match name {
         Some(n) if !n.is_empty() => n.to_string(),
-        _ => return Err(RenderError::at(&source, describe(), "missing metadata.name")),
+        _ => {
+            return Err(RenderError::at(
+                &source,
+                describe(),
+                "missing metadata.name",
+            ));
+        }
     };
-    if map.get("metadata").and_then(|m| m.get("generateName")).is_some() {
+    if map
+        .get("metadata")
+        .and_then(|m| m.get("generateName"))
+        .is_some()
+    {
         return Err(RenderError::at(
             &source,
             describe(),
@@ -376,7 +415,13 @@ fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>,
     let namespace = match map.get("metadata").and_then(|m| m.get("namespace")) {
         None | Some(Value::Null) => None,
         Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
-        Some(_) => return Err(RenderError::at(&source, describe(), "metadata.namespace must be a non-empty string")),
+        Some(_) => {
+            return Err(RenderError::at(
+                &source,
+                describe(),
+                "metadata.namespace must be a non-empty string",
+            ));
+        }
     };
     let group = match api_version.rsplit_once('/') {
         Some((group, _)) => group.to_string(),
@@ -422,7 +467,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(state.len(), 2);
-        let deploy = state.objects.values().find(|m| m.key.kind == "Deployment").unwrap();
+        let deploy = state
+            .objects
+            .values()
+            .find(|m| m.key.kind == "Deployment")
+            .unwrap();
         assert_eq!(deploy.key.group, "apps");
         assert_eq!(deploy.key.namespace, None);
         assert_eq!(deploy.source.line, 9);
@@ -440,7 +489,10 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "e/a.yaml");
         let line = errors[0].line.unwrap();
-        assert!((5..=7).contains(&line), "line {line} should point into the second document");
+        assert!(
+            (5..=7).contains(&line),
+            "line {line} should point into the second document"
+        );
     }
 
     #[test]
@@ -449,20 +501,36 @@ mod tests {
             "e",
             vec![
                 file("e/a.yaml", "apiVersion: v1\nmetadata: {name: a}\n"),
-                file("e/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"),
-                file("e/c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n"),
-                file("e/d.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n"),
+                file(
+                    "e/b.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+                ),
+                file(
+                    "e/c.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n",
+                ),
+                file(
+                    "e/d.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n",
+                ),
             ],
         )
         .unwrap_err();
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert!(messages.iter().any(|m| m.contains("e/a.yaml:1") && m.contains("missing kind")), "{messages:?}");
-        assert!(messages.iter().any(|m| m.contains("e/b.yaml:1") && m.contains("missing metadata.name")));
         assert!(
             messages
                 .iter()
-                .any(|m| m.contains("e/d.yaml:1: ConfigMap d: duplicate object, first defined at e/c.yaml:1"))
+                .any(|m| m.contains("e/a.yaml:1") && m.contains("missing kind")),
+            "{messages:?}"
         );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("e/b.yaml:1") && m.contains("missing metadata.name"))
+        );
+        assert!(messages.iter().any(|m| {
+            m.contains("e/d.yaml:1: ConfigMap d: duplicate object, first defined at e/c.yaml:1")
+        }));
     }
 
     #[test]
@@ -480,8 +548,14 @@ mod tests {
                     kind: EntryKind::Submodule,
                     bytes: vec![],
                 },
-                file("e/../x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
-                file("other/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+                file(
+                    "e/../x.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+                ),
+                file(
+                    "other/x.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+                ),
             ],
         )
         .unwrap_err();
@@ -493,8 +567,14 @@ mod tests {
         let base = render(
             "e",
             vec![
-                file("e/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '1'}\n"),
-                file("e/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"),
+                file(
+                    "e/a.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '1'}\n",
+                ),
+                file(
+                    "e/b.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+                ),
             ],
         )
         .unwrap();
@@ -504,7 +584,10 @@ mod tests {
             vec![
                 FileUpdate {
                     path: "e/a.yaml".into(),
-                    entry: Some(file("e/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '2'}\n")),
+                    entry: Some(file(
+                        "e/a.yaml",
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: '2'}\n",
+                    )),
                 },
                 FileUpdate {
                     path: "e/b.yaml".into(),
@@ -526,7 +609,10 @@ mod tests {
                 },
                 FileUpdate {
                     path: "e/c.yaml".into(),
-                    entry: Some(file("e/c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")),
+                    entry: Some(file(
+                        "e/c.yaml",
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+                    )),
                 },
             ],
         )

@@ -24,7 +24,8 @@ pub fn split_documents(text: &str) -> Vec<Document<'_>> {
     let mut ended = false; // after `...`, skip until the next `---`
     for line in text.split_inclusive('\n') {
         let content = line.trim_end_matches(['\n', '\r']);
-        let is_marker = content == "---" || content.starts_with("--- ") || content.starts_with("---\t");
+        let is_marker =
+            content == "---" || content.starts_with("--- ") || content.starts_with("---\t");
         let is_end = content == "..." || content.starts_with("... ");
         if is_marker || is_end {
             if !ended && (start_line > 0 || offset > 0 || inline.is_some()) {
@@ -73,7 +74,11 @@ fn push<'a>(docs: &mut Vec<Document<'a>>, inline: Option<&'a str>, body: &'a str
         })
         .count() as u64;
     // Content on the marker line itself belongs to the marker's line.
-    let line_offset = if inline.is_some() { before.saturating_sub(1) } else { before };
+    let line_offset = if inline.is_some() {
+        before.saturating_sub(1)
+    } else {
+        before
+    };
     docs.push(Document {
         text,
         line_offset,

@@ -31,17 +31,23 @@ pub async fn open_mirror(config: &HostConfig) -> Result<Arc<Mirror>, ReconcileEr
         auth,
     };
     let dir = config.mirror_dir();
-    let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir, opts).map(|m| m.with_note_merger(Box::new(crate::status::merge_notes))))
-        .await
-        .map_err(|e| ReconcileError::Setup {
-            env: "*".into(),
-            message: format!("opening the mirror: {e}"),
-        })??;
+    let mirror = tokio::task::spawn_blocking(move || {
+        Mirror::open(&dir, opts).map(|m| m.with_note_merger(Box::new(crate::status::merge_notes)))
+    })
+    .await
+    .map_err(|e| ReconcileError::Setup {
+        env: "*".into(),
+        message: format!("opening the mirror: {e}"),
+    })??;
     Ok(Arc::new(mirror))
 }
 
 /// Builds a worker (Kubernetes client, S3 client) for each selected environment.
-pub async fn build_workers(config: &HostConfig, only: Option<&str>, metrics: Option<Arc<Metrics>>) -> Result<Vec<EnvWorker>, ReconcileError> {
+pub async fn build_workers(
+    config: &HostConfig,
+    only: Option<&str>,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Vec<EnvWorker>, ReconcileError> {
     let mut workers = Vec::new();
     for env in &config.environments {
         if only.is_some_and(|name| name != env.name) {
@@ -96,7 +102,10 @@ async fn fetch(mirror: &Arc<Mirror>, metrics: Option<&Metrics>) -> Result<Oid, R
 }
 
 /// One pass over every selected environment (the `once` command).
-pub async fn once(config: &HostConfig, only: Option<&str>) -> Result<Vec<(String, Result<Step, ReconcileError>)>, ReconcileError> {
+pub async fn once(
+    config: &HostConfig,
+    only: Option<&str>,
+) -> Result<Vec<(String, Result<Step, ReconcileError>)>, ReconcileError> {
     let mirror = open_mirror(config).await?;
     let head = fetch(&mirror, None).await?;
     let mut workers = build_workers(config, only, None).await?;
@@ -128,7 +137,10 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
     let notes = git(&mirror, |m| m.list_notes()).await?;
     let mut report = serde_json::Map::new();
     for env in &config.environments {
-        let h = crate::status::history(notes.iter().map(|(o, t)| (o.to_string(), t.as_str())), &env.name);
+        let h = crate::status::history(
+            notes.iter().map(|(o, t)| (o.to_string(), t.as_str())),
+            &env.name,
+        );
         let last = h
             .records
             .iter()
@@ -155,24 +167,35 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
 }
 
 /// Runs the daemon until a shutdown signal (or `shutdown` is cancelled).
-pub async fn run(config_path: std::path::PathBuf, mut config: HostConfig, shutdown: CancellationToken) -> Result<(), ReconcileError> {
+pub async fn run(
+    config_path: std::path::PathBuf,
+    mut config: HostConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ReconcileError> {
     let metrics = Metrics::new();
     let readiness = Readiness::new(config.repository.poll * 4 + Duration::from_secs(60));
     readiness.config_loaded();
     let heartbeat = Heartbeat::new();
 
     let (signal_tx, mut signals) = mpsc::channel(8);
-    service::spawn_signal_handler(signal_tx, shutdown.clone()).map_err(|e| ReconcileError::Setup {
+    service::spawn_signal_handler(signal_tx, shutdown.clone()).map_err(|e| {
+        ReconcileError::Setup {
+            env: "*".into(),
+            message: e.to_string(),
+        }
+    })?;
+    let endpoints_cancel = CancellationToken::new();
+    let (addr, endpoints) = service::serve_endpoints(
+        config.listen,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+        endpoints_cancel.clone(),
+    )
+    .await
+    .map_err(|e| ReconcileError::Setup {
         env: "*".into(),
         message: e.to_string(),
     })?;
-    let endpoints_cancel = CancellationToken::new();
-    let (addr, endpoints) = service::serve_endpoints(config.listen, Arc::clone(&metrics), Arc::clone(&readiness), endpoints_cancel.clone())
-        .await
-        .map_err(|e| ReconcileError::Setup {
-            env: "*".into(),
-            message: e.to_string(),
-        })?;
     tracing::info!(address = %addr, "endpoints listening");
 
     // A first clone can take long: ask systemd for time while it runs.
@@ -183,12 +206,23 @@ pub async fn run(config_path: std::path::PathBuf, mut config: HostConfig, shutdo
     sd::status("mirror open; first reconcile starting");
     tracing::info!(environments = workers.len(), url = %crate::git::redact_url(&config.repository.url), "gitopsd running");
 
-    let longest_health = config.environments.iter().map(|e| e.health.timeout).max().unwrap_or_default();
+    let longest_health = config
+        .environments
+        .iter()
+        .map(|e| e.health.timeout)
+        .max()
+        .unwrap_or_default();
     let watchdog_cancel = CancellationToken::new();
-    let _watchdog = service::spawn_watchdog(Arc::clone(&heartbeat), longest_health * 3 + Duration::from_secs(120), watchdog_cancel.clone());
+    let _watchdog = service::spawn_watchdog(
+        Arc::clone(&heartbeat),
+        longest_health * 3 + Duration::from_secs(120),
+        watchdog_cancel.clone(),
+    );
 
     let (trigger_tx, mut triggers) = mpsc::channel::<()>(1);
-    let mut _watcher = crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone()).ok().flatten();
+    let mut _watcher = crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
+        .ok()
+        .flatten();
     let mut failures = 0u32;
     let mut next_wait = Duration::ZERO;
     loop {
@@ -217,17 +251,29 @@ pub async fn run(config_path: std::path::PathBuf, mut config: HostConfig, shutdo
             match HostConfig::load(&config_path) {
                 Ok(new_config) => {
                     tracing::info!(path = %config_path.display(), "config reloaded");
-                    match (open_mirror(&new_config).await, build_workers(&new_config, None, Some(Arc::clone(&metrics))).await) {
+                    match (
+                        open_mirror(&new_config).await,
+                        build_workers(&new_config, None, Some(Arc::clone(&metrics))).await,
+                    ) {
                         (Ok(m), Ok(w)) => {
                             mirror = m;
                             workers = w;
-                            _watcher = crate::git::watch_local_refs(&new_config.repository.url, trigger_tx.clone()).ok().flatten();
+                            _watcher = crate::git::watch_local_refs(
+                                &new_config.repository.url,
+                                trigger_tx.clone(),
+                            )
+                            .ok()
+                            .flatten();
                             config = new_config;
                         }
-                        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reloaded config not usable; keeping the previous one"),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!(error = %e, "reloaded config not usable; keeping the previous one")
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "config reload failed; keeping the previous config"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "config reload failed; keeping the previous config")
+                }
             }
             sd::ready();
         }
@@ -241,7 +287,12 @@ pub async fn run(config_path: std::path::PathBuf, mut config: HostConfig, shutdo
             let results = futures::future::join_all(workers.iter_mut().map(|w| {
                 let mirror = Arc::clone(&mirror);
                 let cancel = cancel.clone();
-                async move { (w.name().to_string(), w.reconcile(&mirror, head, &cancel).await) }
+                async move {
+                    (
+                        w.name().to_string(),
+                        w.reconcile(&mirror, head, &cancel).await,
+                    )
+                }
             }))
             .await;
             if let Err(e) = git(&mirror, |m| m.push_pending_notes()).await {

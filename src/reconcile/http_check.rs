@@ -11,8 +11,15 @@ use crate::status::ObjectError;
 /// Checks until all pass or the deadline passes; returns the checks still failing, with why.
 /// A failing check is not fatal at once (services take a moment after a rollout), but its last
 /// answer is what the note records.
-pub async fn wait_http_checks(checks: &[HttpCheck], timeout: Duration, cancel: &CancellationToken) -> Vec<ObjectError> {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+pub async fn wait_http_checks(
+    checks: &[HttpCheck],
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Vec<ObjectError> {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             return vec![ObjectError {
@@ -50,13 +57,20 @@ pub async fn wait_http_checks(checks: &[HttpCheck], timeout: Duration, cancel: &
 }
 
 async fn probe(client: &reqwest::Client, check: &HttpCheck) -> Result<(), String> {
-    let response = client.get(&check.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
+    let response = client
+        .get(&check.url)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
     let status = response.status().as_u16();
     if status != check.expect_status {
         return Err(format!("status {status}, expected {}", check.expect_status));
     }
     if let Some(needle) = &check.body_contains {
-        let body = response.text().await.map_err(|e| format!("reading body: {}", e.without_url()))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| format!("reading body: {}", e.without_url()))?;
         if !body.contains(needle.as_str()) {
             return Err(format!("body does not contain {needle:?}"));
         }

@@ -61,7 +61,14 @@ pub enum Step {
 impl Step {
     /// Whether the environment is at the head commit and healthy.
     pub fn converged(&self) -> bool {
-        matches!(self, Step::Converged { .. } | Step::Recorded { outcome: Outcome::Healthy, .. })
+        matches!(
+            self,
+            Step::Converged { .. }
+                | Step::Recorded {
+                    outcome: Outcome::Healthy,
+                    ..
+                }
+        )
     }
 }
 
@@ -155,7 +162,12 @@ struct Transition {
 }
 
 impl EnvWorker {
-    pub fn new(cfg: EnvironmentConfig, cluster: Option<Cluster>, s3: Option<S3Target>, metrics: Option<Arc<Metrics>>) -> Self {
+    pub fn new(
+        cfg: EnvironmentConfig,
+        cluster: Option<Cluster>,
+        s3: Option<S3Target>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         EnvWorker {
             cfg,
             cluster,
@@ -174,20 +186,33 @@ impl EnvWorker {
         self.cache = None;
     }
 
-    async fn render(&mut self, mirror: &Arc<Mirror>, rev: Oid) -> Result<Arc<DesiredState>, RenderFailure> {
+    async fn render(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        rev: Oid,
+    ) -> Result<Arc<DesiredState>, RenderFailure> {
         if let Some((cached, state)) = &self.cache
             && *cached == rev
         {
             return Ok(Arc::clone(state));
         }
-        Ok(Arc::new(source::render_full(mirror, rev, &self.cfg.path).await?))
+        Ok(Arc::new(
+            source::render_full(mirror, rev, &self.cfg.path).await?,
+        ))
     }
 
-    async fn write(&self, mirror: &Arc<Mirror>, commit: Oid, record: &Record) -> Result<(), ReconcileError> {
+    async fn write(
+        &self,
+        mirror: &Arc<Mirror>,
+        commit: Oid,
+        record: &Record,
+    ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
         let record = record.clone();
         let retries = git(mirror, move |m| {
-            m.update_note(commit, &|existing| status::merge_section(existing, &env, &record))
+            m.update_note(commit, &|existing| {
+                status::merge_section(existing, &env, &record)
+            })
         })
         .await;
         match retries {
@@ -206,11 +231,17 @@ impl EnvWorker {
         }
     }
 
-    async fn edit(&self, mirror: &Arc<Mirror>, commit: Oid, f: impl Fn(&mut Record) + Send + Sync + 'static) -> Result<(), ReconcileError> {
+    async fn edit(
+        &self,
+        mirror: &Arc<Mirror>,
+        commit: Oid,
+        f: impl Fn(&mut Record) + Send + Sync + 'static,
+    ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
         let result = git(mirror, move |m| {
             m.update_note(commit, &|existing| {
-                status::edit_section(existing, &env, &f).unwrap_or_else(|| existing.unwrap_or_default().to_string())
+                status::edit_section(existing, &env, &f)
+                    .unwrap_or_else(|| existing.unwrap_or_default().to_string())
             })
         })
         .await;
@@ -222,16 +253,26 @@ impl EnvWorker {
     }
 
     /// Every record of this environment, from the notes.
-    pub async fn history(&self, mirror: &Arc<Mirror>) -> Result<status::EnvHistory, ReconcileError> {
+    pub async fn history(
+        &self,
+        mirror: &Arc<Mirror>,
+    ) -> Result<status::EnvHistory, ReconcileError> {
         let notes = git(mirror, |m| m.list_notes()).await?;
         Ok(status::history(
-            notes.iter().map(|(oid, text)| (oid.to_string(), text.as_str())),
+            notes
+                .iter()
+                .map(|(oid, text)| (oid.to_string(), text.as_str())),
             &self.cfg.name,
         ))
     }
 
     /// One reconcile pass towards `head`.
-    pub async fn reconcile(&mut self, mirror: &Arc<Mirror>, head: Oid, cancel: &CancellationToken) -> Result<Step, ReconcileError> {
+    pub async fn reconcile(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        head: Oid,
+        cancel: &CancellationToken,
+    ) -> Result<Step, ReconcileError> {
         let started = tokio::time::Instant::now();
         let result = self.reconcile_inner(mirror, head, cancel).await;
         if let Some(metrics) = &self.metrics {
@@ -245,7 +286,12 @@ impl EnvWorker {
         result
     }
 
-    async fn reconcile_inner(&mut self, mirror: &Arc<Mirror>, head: Oid, cancel: &CancellationToken) -> Result<Step, ReconcileError> {
+    async fn reconcile_inner(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        head: Oid,
+        cancel: &CancellationToken,
+    ) -> Result<Step, ReconcileError> {
         let env = self.cfg.name.clone();
         let history = self.history(mirror).await?;
         let base = match &history.last_healthy {
@@ -253,7 +299,9 @@ impl EnvWorker {
                 let oid = Oid::from_str(commit).ok();
                 match oid {
                     // The commit must still be readable (a force-push may have dropped it).
-                    Some(oid) if git(mirror, move |m| m.commit_info(oid)).await.is_ok() => Some(oid),
+                    Some(oid) if git(mirror, move |m| m.commit_info(oid)).await.is_ok() => {
+                        Some(oid)
+                    }
                     _ => {
                         tracing::warn!(env = %env, commit = %commit, "last healthy commit is gone from the repository; pruning from the cluster inventory");
                         None
@@ -269,7 +317,8 @@ impl EnvWorker {
         {
             tracing::info!(env = %env, commit = %bad, "resuming an interrupted rollback");
             let record = history.records.get(&bad.to_string()).cloned();
-            self.finish_rollback(mirror, bad, base, record, cancel).await?;
+            self.finish_rollback(mirror, bad, base, record, cancel)
+                .await?;
             if bad == head {
                 return Ok(Step::Recorded {
                     commit: head.to_string(),
@@ -300,7 +349,13 @@ impl EnvWorker {
     }
 
     /// Moves the environment from `base` (A) to `head` (C) and records the outcome on C.
-    async fn apply_commit(&mut self, mirror: &Arc<Mirror>, base: Option<Oid>, head: Oid, cancel: &CancellationToken) -> Result<Step, ReconcileError> {
+    async fn apply_commit(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        base: Option<Oid>,
+        head: Oid,
+        cancel: &CancellationToken,
+    ) -> Result<Step, ReconcileError> {
         let env = self.cfg.name.clone();
         let started_at = status::now_rfc3339();
         let from = base.map(|b| b.to_string());
@@ -327,10 +382,14 @@ impl EnvWorker {
             None => None,
         };
         let rendered = match (&base, &base_state) {
-            (Some(b), Some(state)) => source::render_changed(mirror, *b, state, head, &self.cfg.path)
+            (Some(b), Some(state)) => {
+                source::render_changed(mirror, *b, state, head, &self.cfg.path)
+                    .await
+                    .map(|(s, touched)| (s, Some(touched)))
+            }
+            _ => source::render_full(mirror, head, &self.cfg.path)
                 .await
-                .map(|(s, touched)| (s, Some(touched))),
-            _ => source::render_full(mirror, head, &self.cfg.path).await.map(|s| (s, None)),
+                .map(|s| (s, None)),
         };
         let (state, touched) = match rendered {
             Ok(r) => r,
@@ -387,7 +446,9 @@ impl EnvWorker {
         {
             // No usable A: prune from what the cluster says gitopsd owns.
             for owned in cluster.owned_objects().await? {
-                if !state.objects.contains_key(&owned.key) && !self.owned_key_matches(&state, &owned.key) {
+                if !state.objects.contains_key(&owned.key)
+                    && !self.owned_key_matches(&state, &owned.key)
+                {
                     inventory_orphans.push(inventory_manifest(owned.key, owned.api_version));
                 }
             }
@@ -448,11 +509,13 @@ impl EnvWorker {
                 .filter_map(|c| c.after.as_ref())
                 .filter(|m| m.key.is_namespace() || m.key.is_crd())
                 .collect();
-            let (_, failures) = kapply::apply_all(cluster, &bootstrap, self.cfg.apply_concurrency).await;
+            let (_, failures) =
+                kapply::apply_all(cluster, &bootstrap, self.cfg.apply_concurrency).await;
             let deferred: Vec<&Manifest> = validation_deferred.iter().collect();
             let mut failures = failures;
             if failures.is_empty() {
-                failures = kapply::dry_run_all(cluster, &deferred, self.cfg.apply_concurrency).await;
+                failures =
+                    kapply::dry_run_all(cluster, &deferred, self.cfg.apply_concurrency).await;
             }
             if !failures.is_empty() {
                 // Undo what this attempt created, so a rejected commit leaves nothing behind.
@@ -471,7 +534,15 @@ impl EnvWorker {
 
         // Apply, prune, and wait for health.
         let transition = self
-            .transition(mirror, head, &the_plan, &inventory_orphans, &specs, &sync_changed, base.is_none())
+            .transition(
+                mirror,
+                head,
+                &the_plan,
+                &inventory_orphans,
+                &specs,
+                &sync_changed,
+                base.is_none(),
+            )
             .await?;
         let mut record = Record::new(Outcome::Healthy, from.clone(), started_at.clone());
         record.counts = transition.counts.clone();
@@ -498,12 +569,17 @@ impl EnvWorker {
         // Unhealthy: roll back to A, or stay and record.
         self.cache = None;
         record.errors = problems.clone();
-        let can_roll_back = self.cfg.rollback == RollbackPolicy::Auto && base.is_some() && base_state.is_some();
+        let can_roll_back =
+            self.cfg.rollback == RollbackPolicy::Auto && base.is_some() && base_state.is_some();
         if !can_roll_back {
             record.outcome = Outcome::Unhealthy;
             record.pinned = Some(format!(
                 "unhealthy{}: {}",
-                if base.is_none() { " with no healthy commit to roll back to" } else { " (rollback is off)" },
+                if base.is_none() {
+                    " with no healthy commit to roll back to"
+                } else {
+                    " (rollback is off)"
+                },
                 summarize(&problems)
             ));
             record.finished = status::now_rfc3339();
@@ -517,7 +593,8 @@ impl EnvWorker {
         record.finished = status::now_rfc3339();
         self.write(mirror, head, &record).await?;
         tracing::warn!(env = %env, commit = %head, problems = %summarize(&problems), "unhealthy, rolling back");
-        self.finish_rollback(mirror, head, base, Some(record), cancel).await?;
+        self.finish_rollback(mirror, head, base, Some(record), cancel)
+            .await?;
         Ok(Step::Recorded {
             commit: head.to_string(),
             outcome: Outcome::RolledBack,
@@ -533,7 +610,10 @@ impl EnvWorker {
                 unqualified.namespace = None;
                 state.objects.contains_key(&unqualified)
             }
-            None => state.objects.keys().any(|k| k.group == key.group && k.kind == key.kind && k.name == key.name),
+            None => state
+                .objects
+                .keys()
+                .any(|k| k.group == key.group && k.kind == key.kind && k.name == key.name),
             _ => false,
         }
     }
@@ -564,9 +644,15 @@ impl EnvWorker {
                 .filter(|c| c.action != Action::Delete && !c.key.is_bucket())
                 .filter_map(|c| c.after.as_ref())
                 .collect();
-            let (applied, failures) = kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency).await;
+            let (applied, failures) =
+                kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency).await;
             for key in &applied {
-                match the_plan.changes.iter().find(|c| &c.key == key).map(|c| c.action) {
+                match the_plan
+                    .changes
+                    .iter()
+                    .find(|c| &c.key == key)
+                    .map(|c| c.action)
+                {
                     Some(Action::Create) => t.counts.created += 1,
                     _ => t.counts.updated += 1,
                 }
@@ -585,14 +671,20 @@ impl EnvWorker {
             to_delete.extend(orphans.iter());
             if !to_delete.is_empty() {
                 if self.cfg.prune {
-                    let d = kapply::delete_all(cluster, &to_delete, self.cfg.apply_concurrency).await;
+                    let d =
+                        kapply::delete_all(cluster, &to_delete, self.cfg.apply_concurrency).await;
                     t.counts.deleted += d.deleted.len();
                     for key in d.not_owned {
-                        t.messages.push(format!("{key} was not deleted: it is not owned by gitopsd for this environment"));
+                        t.messages.push(format!(
+                            "{key} was not deleted: it is not owned by gitopsd for this environment"
+                        ));
                     }
                     t.errors.extend(failure_errors(&d.failures));
                 } else {
-                    t.messages.push(format!("prune is off: {} removed objects were left in the cluster", to_delete.len()));
+                    t.messages.push(format!(
+                        "prune is off: {} removed objects were left in the cluster",
+                        to_delete.len()
+                    ));
                 }
             }
         }
@@ -607,7 +699,10 @@ impl EnvWorker {
                     t.bucket_counts.unchanged += 1;
                     continue;
                 }
-                let objects: Option<&dyn s3::ObjectSource> = spec.objects.as_ref().map(|_| &objects_source as &dyn s3::ObjectSource);
+                let objects: Option<&dyn s3::ObjectSource> = spec
+                    .objects
+                    .as_ref()
+                    .map(|_| &objects_source as &dyn s3::ObjectSource);
                 let result = async {
                     let bucket_plan = s3::plan_bucket(&s3t.client, spec, objects).await?;
                     if bucket_plan.is_noop() {
@@ -630,13 +725,22 @@ impl EnvWorker {
                 }
                 t.buckets_applied.push(spec.clone());
             }
-            for change in the_plan.changes.iter().filter(|c| c.action == Action::Delete && c.key.is_bucket()) {
-                let Some(before) = &change.before else { continue };
-                let Ok(spec) = s3::parse_bucket(before) else { continue };
+            for change in the_plan
+                .changes
+                .iter()
+                .filter(|c| c.action == Action::Delete && c.key.is_bucket())
+            {
+                let Some(before) = &change.before else {
+                    continue;
+                };
+                let Ok(spec) = s3::parse_bucket(before) else {
+                    continue;
+                };
                 match s3::delete_bucket(&s3t.client, &spec).await {
                     Ok(outcome) => {
                         t.bucket_counts.deleted += 1;
-                        t.messages.push(format!("{}: {outcome:?}", spec.object_name()));
+                        t.messages
+                            .push(format!("{}: {outcome:?}", spec.object_name()));
                     }
                     Err(e) => t.errors.push(ObjectError {
                         object: spec.object_name(),
@@ -655,7 +759,9 @@ impl EnvWorker {
         let mut problems = Vec::new();
         if let Some(cluster) = &self.cluster {
             let objects: Vec<&Manifest> = t.applied.iter().collect();
-            problems.extend(unhealthy_errors(&health::wait_healthy(cluster, &objects, timeout, cancel).await));
+            problems.extend(unhealthy_errors(
+                &health::wait_healthy(cluster, &objects, timeout, cancel).await,
+            ));
         }
         if let Some(s3t) = &self.s3 {
             for spec in &t.buckets_applied {
@@ -674,7 +780,8 @@ impl EnvWorker {
             }
         }
         if problems.is_empty() && !self.cfg.health.http.is_empty() {
-            problems.extend(http_check::wait_http_checks(&self.cfg.health.http, timeout, cancel).await);
+            problems
+                .extend(http_check::wait_http_checks(&self.cfg.health.http, timeout, cancel).await);
         }
         problems
     }
@@ -689,7 +796,13 @@ impl EnvWorker {
         cancel: &CancellationToken,
     ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
-        let mut record = record.unwrap_or_else(|| Record::new(Outcome::Unhealthy, base.map(|b| b.to_string()), status::now_rfc3339()));
+        let mut record = record.unwrap_or_else(|| {
+            Record::new(
+                Outcome::Unhealthy,
+                base.map(|b| b.to_string()),
+                status::now_rfc3339(),
+            )
+        });
         let Some(base) = base else {
             record.outcome = Outcome::RollbackFailed;
             record.rolling_back = false;
@@ -703,7 +816,9 @@ impl EnvWorker {
         let good_state = self.render(mirror, base).await;
         let (bad_state, good_state) = match (bad_state, good_state) {
             (Ok(b), Ok(g)) => (b, g),
-            (Err(RenderFailure::Git(e)), _) | (_, Err(RenderFailure::Git(e))) => return Err(e.into()),
+            (Err(RenderFailure::Git(e)), _) | (_, Err(RenderFailure::Git(e))) => {
+                return Err(e.into());
+            }
             _ => {
                 record.outcome = Outcome::RollbackFailed;
                 record.rolling_back = false;
@@ -742,7 +857,10 @@ impl EnvWorker {
         } else {
             record.outcome = Outcome::RollbackFailed;
             record.pinned = Some(format!("rollback failed: {}", summarize(&problems)));
-            record.messages.push(format!("rollback to {base} unhealthy: {}", summarize(&problems)));
+            record.messages.push(format!(
+                "rollback to {base} unhealthy: {}",
+                summarize(&problems)
+            ));
             tracing::error!(env = %env, commit = %bad, to = %base, problems = %summarize(&problems), "rollback is unhealthy; not changing this environment until a new commit arrives");
         }
         self.write(mirror, bad, &record).await?;
@@ -758,7 +876,12 @@ impl EnvWorker {
         Ok(())
     }
 
-    async fn finish(&mut self, mirror: &Arc<Mirror>, head: Oid, record: Record) -> Result<Step, ReconcileError> {
+    async fn finish(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        head: Oid,
+        record: Record,
+    ) -> Result<Step, ReconcileError> {
         match record.outcome {
             Outcome::Healthy => tracing::info!(
                 env = %self.cfg.name, commit = %head,
@@ -766,7 +889,9 @@ impl EnvWorker {
                 deleted = record.counts.deleted, unchanged = record.counts.unchanged,
                 "applied and healthy"
             ),
-            outcome => tracing::warn!(env = %self.cfg.name, commit = %head, outcome = %outcome, errors = record.errors.len(), first = %summarize(&record.errors), "not applied"),
+            outcome => {
+                tracing::warn!(env = %self.cfg.name, commit = %head, outcome = %outcome, errors = record.errors.len(), first = %summarize(&record.errors), "not applied")
+            }
         }
         self.write(mirror, head, &record).await?;
         Ok(Step::Recorded {
@@ -776,14 +901,21 @@ impl EnvWorker {
     }
 
     /// Re-applies an older healthy commit at an operator's request and pins the newer ones.
-    pub async fn manual_rollback(&mut self, mirror: &Arc<Mirror>, to: Oid, cancel: &CancellationToken) -> Result<Step, ReconcileError> {
+    pub async fn manual_rollback(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        to: Oid,
+        cancel: &CancellationToken,
+    ) -> Result<Step, ReconcileError> {
         let history = self.history(mirror).await?;
         let to_s = to.to_string();
         let target = history.records.get(&to_s);
         if target.and_then(|r| r.healthy_since()).is_none() {
             return Err(ReconcileError::Setup {
                 env: self.cfg.name.clone(),
-                message: format!("{to_s} was never healthy in this environment; refusing to roll back to it"),
+                message: format!(
+                    "{to_s} was never healthy in this environment; refusing to roll back to it"
+                ),
             });
         }
         let Some((current, _)) = history.last_healthy.clone() else {
@@ -803,13 +935,15 @@ impl EnvWorker {
                 message: format!("{} render errors in the current commit", errs.len()),
             },
         })?;
-        let to_state = source::render_full(mirror, to, &self.cfg.path).await.map_err(|e| match e {
-            RenderFailure::Git(g) => ReconcileError::Git(g),
-            RenderFailure::Invalid(errs) => ReconcileError::Setup {
-                env: self.cfg.name.clone(),
-                message: format!("{} render errors in {to_s}", errs.len()),
-            },
-        })?;
+        let to_state = source::render_full(mirror, to, &self.cfg.path)
+            .await
+            .map_err(|e| match e {
+                RenderFailure::Git(g) => ReconcileError::Git(g),
+                RenderFailure::Invalid(errs) => ReconcileError::Setup {
+                    env: self.cfg.name.clone(),
+                    message: format!("{} render errors in {to_s}", errs.len()),
+                },
+            })?;
         // Pin every commit after `to` on the branch so the daemon does not move forward again.
         let head = git(mirror, |m| m.branch_head()).await?;
         let newer = git(mirror, move |m| m.commits_between(Some(to), head, 10_000)).await?;
@@ -839,7 +973,9 @@ impl EnvWorker {
                 specs.insert(m.key.clone(), spec);
             }
         }
-        let t = self.transition(mirror, to, &rb_plan, &[], &specs, &BTreeSet::new(), false).await?;
+        let t = self
+            .transition(mirror, to, &rb_plan, &[], &specs, &BTreeSet::new(), false)
+            .await?;
         let mut problems = t.errors.clone();
         if problems.is_empty() {
             problems = self.wait_health(&t, cancel).await;
@@ -860,7 +996,11 @@ impl EnvWorker {
         }
         Ok(Step::Recorded {
             commit: to_s,
-            outcome: if healthy { Outcome::Healthy } else { Outcome::RollbackFailed },
+            outcome: if healthy {
+                Outcome::Healthy
+            } else {
+                Outcome::RollbackFailed
+            },
         })
     }
 }
@@ -871,18 +1011,20 @@ pub async fn retry(mirror: &Arc<Mirror>, env: &str, commit: Oid) -> Result<bool,
     let found = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let found2 = Arc::clone(&found);
     git(mirror, move |m| {
-        m.update_note(commit, &|existing| {
-            match status::edit_section(existing, &env, |r| {
+        m.update_note(
+            commit,
+            &|existing| match status::edit_section(existing, &env, |r| {
                 r.pinned = None;
-                r.messages.push(format!("retry requested at {}", status::now_rfc3339()));
+                r.messages
+                    .push(format!("retry requested at {}", status::now_rfc3339()));
             }) {
                 Some(text) => {
                     found2.store(true, std::sync::atomic::Ordering::SeqCst);
                     text
                 }
                 None => existing.unwrap_or_default().to_string(),
-            }
-        })
+            },
+        )
     })
     .await?;
     Ok(found.load(std::sync::atomic::Ordering::SeqCst))

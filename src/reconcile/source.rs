@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid};
-use crate::manifest::{self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError};
+use crate::manifest::{
+    self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError,
+};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
 
 /// Runs a blocking git operation on the blocking pool.
@@ -39,7 +41,11 @@ fn entry_kind(kind: FileKind) -> EntryKind {
 }
 
 /// Renders an environment folder at `rev` from scratch.
-pub async fn render_full(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<DesiredState, RenderFailure> {
+pub async fn render_full(
+    mirror: &Arc<Mirror>,
+    rev: Oid,
+    dir: &str,
+) -> Result<DesiredState, RenderFailure> {
     let dir = dir.trim_matches('/').to_string();
     let dir2 = dir.clone();
     let entries = git(mirror, move |m| {
@@ -47,7 +53,9 @@ pub async fn render_full(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<De
         // Only YAML blobs are read; other entries are passed on for their kind checks.
         let wanted: Vec<Oid> = files
             .iter()
-            .filter(|f| entry_kind(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path))
+            .filter(|f| {
+                entry_kind(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
+            })
             .map(|f| f.oid)
             .collect();
         let mut contents = m.read_blobs(&wanted)?.into_iter();
@@ -102,7 +110,10 @@ pub async fn render_changed(
                     })
                 }
             };
-            updates.push(FileUpdate { path: c.path, entry });
+            updates.push(FileUpdate {
+                path: c.path,
+                entry,
+            });
         }
         Ok(updates)
     })
@@ -111,9 +122,17 @@ pub async fn render_changed(
 }
 
 /// Whether anything under `dir` changed between two revisions.
-pub async fn folder_changed(mirror: &Arc<Mirror>, from: Option<Oid>, to: Oid, dir: &str) -> Result<bool, GitError> {
+pub async fn folder_changed(
+    mirror: &Arc<Mirror>,
+    from: Option<Oid>,
+    to: Oid,
+    dir: &str,
+) -> Result<bool, GitError> {
     let dir = dir.trim_matches('/').to_string();
-    git(mirror, move |m| Ok(!m.changed_files(from, to, &dir)?.is_empty())).await
+    git(mirror, move |m| {
+        Ok(!m.changed_files(from, to, &dir)?.is_empty())
+    })
+    .await
 }
 
 /// Repository files at one revision, for bucket object sync.
