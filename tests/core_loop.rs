@@ -301,6 +301,10 @@ async fn unowned_object_is_not_adopted_silently_nor_deleted() {
     let c2 = f.repo.commit_push("claim theirs");
     let out = f.once();
     let r = f.repo.expect_record(&c2, &f.env.name);
+    eprintln!(
+        "unowned: outcome {} errors {:?} messages {:?}",
+        r.outcome, r.errors, r.messages
+    );
     let data = f.cm("theirs").await.expect("theirs still exists");
     let labels = configmap_labels(&f.client, &f.ns, "theirs").await.unwrap();
     let mentioned = r.errors.iter().any(|e| e.object.contains("theirs"))
