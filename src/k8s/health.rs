@@ -113,10 +113,8 @@ fn deployment(obj: &Value, generation: Option<i64>, observed: Option<i64>) -> He
     if let Some(c) = condition(obj, "Progressing")
         && c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
     {
-        return Health::Failed(format!(
-            "ProgressDeadlineExceeded: {}",
-            condition_message(obj, "Progressing")
-        ));
+        // The condition's reason is ProgressDeadlineExceeded; the message carries it.
+        return Health::Failed(condition_message(obj, "Progressing"));
     }
     if generation.is_some() && observed.is_none() {
         return Health::Progressing("rollout not observed yet".into());
