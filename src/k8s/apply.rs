@@ -117,6 +117,43 @@ pub async fn validate<'a>(
     validation
 }
 
+/// Of the objects a commit creates, those that already exist without gitopsd's ownership labels
+/// for this environment. Applying would label someone else's object as gitopsd's (and a later
+/// prune would delete it), so they fail validation: hand one over by labelling it, or delete it.
+pub async fn not_owned_existing(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Vec<ObjectFailure> {
+    let env = cluster.environment();
+    let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
+        .map(|m| async move {
+            match cluster.get(m).await {
+                Ok(Some(live)) if !cluster.owns(&live) => Some(ObjectFailure::new(
+                    m,
+                    KubeError::Api {
+                        object: m.key.to_string(),
+                        verb: "apply",
+                        code: 409,
+                        reason: "NotOwned".into(),
+                        message: format!(
+                            "already exists and is not managed by gitopsd for environment {env}; to hand it over, \
+                             label it {}={},{}={env}, or delete it",
+                            super::MANAGED_BY_LABEL,
+                            super::MANAGED_BY_VALUE,
+                            super::ENV_LABEL
+                        ),
+                    },
+                )),
+                // Not there, ours, or of a kind this commit's CRDs bring: nothing to take over.
+                Ok(_) | Err(KubeError::UnknownKind { .. }) => None,
+                Err(e) => Some(ObjectFailure::new(m, e)),
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    failures.sort_by(|a, b| a.key.cmp(&b.key));
+    failures
+}
+
 /// Dry-runs objects again (the deferred ones, once their Namespaces and CRDs exist).
 pub async fn dry_run_all(
     cluster: &Cluster,

@@ -481,7 +481,15 @@ impl EnvWorker {
                 .filter(|m| !m.key.is_bucket())
                 .collect();
             let all: Vec<&Manifest> = state.kube_objects().collect();
-            let v = kapply::validate(cluster, &changed, &all, self.cfg.apply_concurrency).await;
+            let mut v = kapply::validate(cluster, &changed, &all, self.cfg.apply_concurrency).await;
+            let creates: Vec<&Manifest> = the_plan
+                .changes
+                .iter()
+                .filter(|c| c.action == Action::Create)
+                .filter_map(|c| c.after.as_ref())
+                .filter(|m| !m.key.is_bucket())
+                .collect();
+            v.failures.extend(kapply::not_owned_existing(cluster, &creates, self.cfg.apply_concurrency).await);
             if !v.failures.is_empty() {
                 let record = reject(failure_errors(&v.failures), Vec::new());
                 return self.finish(mirror, head, record).await;
