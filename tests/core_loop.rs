@@ -274,6 +274,23 @@ async fn deleting_a_file_prunes_only_owned_objects() {
     );
 }
 
+async fn create_foreign(f: &Fixture, name: &str, value: &str) {
+    let foreign: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name}, "data": {"owner": value}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(f.client.clone(), &f.ns)
+        .create(
+            &PostParams {
+                field_manager: Some("another-team".into()),
+                ..Default::default()
+            },
+            &foreign,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unowned_object_is_not_adopted_silently_nor_deleted() {
     let tb = require_testbed!();
@@ -282,57 +299,63 @@ async fn unowned_object_is_not_adopted_silently_nor_deleted() {
     f.repo.commit_push("base");
     f.once().assert_success("first once");
 
-    // An object created by someone else, with a value the repository disagrees with.
-    let api = Api::<ConfigMap>::namespaced(f.client.clone(), &f.ns);
-    let foreign: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "theirs"}, "data": {"owner": "another team"}
-    }))
-    .unwrap();
-    api.create(
-        &PostParams {
-            field_manager: Some("another-team".into()),
-            ..Default::default()
-        },
-        &foreign,
-    )
-    .await
-    .unwrap();
+    // Someone else's object with a value the repository disagrees with: a conflict, reported.
+    create_foreign(&f, "theirs", "another team").await;
     f.write("theirs.yaml", &configmap("theirs", &[("owner", "gitopsd")]));
     let c2 = f.repo.commit_push("claim theirs");
-    let out = f.once();
+    f.once()
+        .assert_failure("once on a commit that claims someone else's object");
     let r = f.repo.expect_record(&c2, &f.env.name);
-    eprintln!(
-        "unowned: outcome {} errors {:?} messages {:?}",
-        r.outcome, r.errors, r.messages
+    assert_eq!(r.outcome, Outcome::Rejected, "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.object.contains("theirs") && e.reason.contains("another-team")),
+        "the record names the object and the other field manager: {r:?}"
     );
-    let data = f.cm("theirs").await.expect("theirs still exists");
+    assert_eq!(f.cm("theirs").await.unwrap()["owner"], "another team");
     let labels = configmap_labels(&f.client, &f.ns, "theirs").await.unwrap();
-    let mentioned = r.errors.iter().any(|e| e.object.contains("theirs"))
-        || r.messages.iter().any(|m| m.contains("theirs"));
-    if data["owner"] == "gitopsd" || labels.contains_key("gitopsd.dev/environment") {
-        // Taking it over is acceptable only when the outcome says so.
-        assert!(
-            mentioned,
-            "theirs was taken over silently (no error or message names it): {r:?}\n{out}"
-        );
-    } else {
-        assert_ne!(
-            r.outcome,
-            Outcome::Healthy,
-            "not applied, yet recorded healthy: {r:?}"
-        );
-        assert!(mentioned, "the record names the conflicting object: {r:?}");
-    }
-
-    // The repository drops the file again: the foreign object is never deleted.
+    assert!(
+        !labels.contains_key("gitopsd.dev/environment"),
+        "not adopted: {labels:?}"
+    );
     f.repo.remove(&f.file("theirs.yaml"));
     f.repo.commit_push("drop theirs");
+    f.once().assert_success("once after dropping theirs");
+    assert!(
+        f.cm("theirs").await.is_some(),
+        "an unowned object must never be deleted"
+    );
+
+    // Someone else's object with exactly the repository's content: no conflict to stop the apply.
+    create_foreign(&f, "same", "gitopsd").await;
+    f.write("same.yaml", &configmap("same", &[("owner", "gitopsd")]));
+    let c4 = f.repo.commit_push("claim same");
+    let out = f.once();
+    let r = f.repo.expect_record(&c4, &f.env.name);
+    eprintln!(
+        "unowned (same content): {} errors {:?} messages {:?}",
+        r.outcome, r.errors, r.messages
+    );
+    let labels = configmap_labels(&f.client, &f.ns, "same").await.unwrap();
+    assert!(
+        !labels.contains_key("gitopsd.dev/environment"),
+        "someone else's object was adopted silently (labelled as gitopsd's): {r:?}\n{out}"
+    );
+    assert_eq!(r.outcome, Outcome::Rejected, "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.object.contains("same") && e.reason.contains("not managed by gitopsd")),
+        "the record says why: {r:?}"
+    );
+    f.repo.remove(&f.file("same.yaml"));
+    f.repo.commit_push("drop same");
     f.once();
-    let data = f
-        .cm("theirs")
-        .await
-        .expect("an unowned object must never be deleted");
-    assert!(data.contains_key("owner"));
+    assert!(
+        f.cm("same").await.is_some(),
+        "an object gitopsd did not create must never be deleted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -628,11 +651,10 @@ async fn force_push_case(prefix: &str, fresh_mirror: bool) {
     let r = f.repo.expect_record(&c3, &f.env.name);
     assert_eq!(r.outcome, Outcome::Healthy, "{r:?}");
     assert_eq!(r.counts.deleted, 2, "b and c deleted: {r:?}");
-    assert_ne!(
-        r.from.as_deref(),
-        Some(c2.as_str()).filter(|_| fresh_mirror),
-        "{r:?}"
-    );
+    // With the old mirror, c2 is still readable and the plan runs c2 -> c3; with a fresh clone
+    // c2 is gone and the record moves from nothing (pruning came from the cluster inventory).
+    let expected_from = (!fresh_mirror).then_some(c2.as_str());
+    assert_eq!(r.from.as_deref(), expected_from, "{r:?}");
     // And it stays converged.
     f.once().assert_success("once again");
 }
