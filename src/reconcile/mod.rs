@@ -34,6 +34,12 @@ pub enum ReconcileError {
     S3(#[from] S3Error),
     #[error("environment {env}: {message}")]
     Setup { env: String, message: String },
+    /// A shutdown cut a health wait short: no verdict is recorded; the step is redone on the
+    /// next start (re-applying is a no-op for what is already applied).
+    #[error(
+        "environment {env}: health wait of {commit} interrupted by shutdown; redone on the next start"
+    )]
+    Interrupted { env: String, commit: String },
 }
 
 impl ReconcileError {
@@ -42,7 +48,7 @@ impl ReconcileError {
             ReconcileError::Git(e) => e.is_transient(),
             ReconcileError::Kube(e) => e.is_transient(),
             ReconcileError::S3(e) => e.is_transient(),
-            ReconcileError::Setup { .. } => false,
+            ReconcileError::Setup { .. } | ReconcileError::Interrupted { .. } => false,
         }
     }
 }
@@ -559,6 +565,14 @@ impl EnvWorker {
         let mut problems = transition.errors.clone();
         if problems.is_empty() {
             problems = self.wait_health(&transition, cancel).await;
+            // Cut short by a shutdown, the wait is no verdict: record nothing (a note would pin
+            // C, or roll it back, for a rollout that may just have needed more time).
+            if !problems.is_empty() && cancel.is_cancelled() {
+                return Err(ReconcileError::Interrupted {
+                    env,
+                    commit: head.to_string(),
+                });
+            }
         }
         if problems.is_empty() {
             self.cache = Some((head, Arc::new(state)));
@@ -849,6 +863,13 @@ impl EnvWorker {
         let mut problems = t.errors.clone();
         if problems.is_empty() {
             problems = self.wait_health(&t, cancel).await;
+            // Interrupted: the note still says `rolling_back`, so the next start resumes this.
+            if !problems.is_empty() && cancel.is_cancelled() {
+                return Err(ReconcileError::Interrupted {
+                    env,
+                    commit: bad.to_string(),
+                });
+            }
         }
         let healthy = problems.is_empty();
         if let Some(metrics) = &self.metrics {
