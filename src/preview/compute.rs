@@ -383,6 +383,14 @@ pub fn bucket_change(
         source: Some(spec.source.to_string()),
         fields,
         objects,
+        note: (action == Action::Delete).then(|| match spec.deletion_policy {
+            s3::DeletionPolicy::Retain => {
+                "deletionPolicy: Retain: the S3 bucket and its objects are kept; gitopsd stops managing it".to_string()
+            }
+            s3::DeletionPolicy::Delete => {
+                "deletionPolicy: Delete: the S3 bucket is deleted (S3 refuses while it still holds objects)".to_string()
+            }
+        }),
     }))
 }
 

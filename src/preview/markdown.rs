@@ -199,6 +199,9 @@ fn object_block(env: &str, c: &ObjectChange) -> Block {
 fn bucket_block(env: &str, b: &BucketChange) -> Block {
     let what = format!("Bucket {} (S3 bucket {})", b.name, b.bucket);
     let mut head = summary_line(b.action.as_str(), &what, b.source.as_deref());
+    if let Some(note) = &b.note {
+        let _ = writeln!(head, "{}\n", html(note));
+    }
     let mut body = Vec::new();
     for f in &b.fields {
         body.push(format!("  {}:\n", f.field));

@@ -155,6 +155,9 @@ pub struct BucketChange {
     /// Configuration fields that change (before/after as YAML text).
     pub fields: Vec<FieldChange>,
     pub objects: ObjectSyncChange,
+    /// What a deletion means for the data (`deletionPolicy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Object-sync changes computed from git: keys to upload (new), replace (content changed),
