@@ -1352,13 +1352,11 @@ async fn rbac_yaml_is_enough_to_apply_and_prune_and_no_more() {
 }
 
 /// A Role and a RoleBinding to it in one commit, as the ServiceAccount (example-repo's dev
-/// environment has this: api-feature-flags-reader, dev-fluent-bit, ...). Fails today: the
-/// server-side dry-run of the binding runs before the Role exists, and without `bind` the
-/// apiserver must read the Role to check for escalation, so the commit is rejected
-/// ("rolebindings ... not found"). With admin credentials (system:masters may bind anything)
-/// the same commit is accepted, which is why the e2e tests do not see it.
+/// environment has this: api-feature-flags-reader, dev-fluent-bit, ...). Without `bind` the
+/// apiserver reads the Role to check for escalation, so the binding's dry-run must wait until
+/// the commit's Roles exist (gitopsd defers it and applies Roles in its bootstrap step).
+/// With admin credentials (system:masters may bind anything) this never shows.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "gitopsd bug: a binding to a (Cluster)Role of the same commit fails the dry-run without `bind`"]
 async fn role_and_its_binding_in_one_commit_as_the_service_account() {
     let tb = require_testbed!();
     let (f, _admin, _) = sa_fixture(tb, "svc-rbac-same").await;

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::api::DynamicObject;
 
 use super::{Cluster, DeleteOutcome, KubeError};
 use crate::manifest::{Manifest, ObjectKey};
@@ -63,8 +64,20 @@ async fn by_phase<'a>(cluster: &Cluster, objects: &[&'a Manifest]) -> [Vec<&'a M
 #[derive(Debug, Default)]
 pub struct Validation<'a> {
     pub failures: Vec<ObjectFailure>,
-    /// Objects that cannot be dry-run until this commit's Namespaces or CRDs exist.
+    /// Objects that cannot be dry-run until this commit's Namespaces, CRDs or (for bindings
+    /// checked against the roles they grant) Roles exist.
     pub deferred: Vec<&'a Manifest>,
+    /// Objects the dry-run showed to exist already (the answer carries a resourceVersion; a
+    /// dry-run create has none), so only these need an ownership look-up.
+    pub existing: BTreeSet<ObjectKey>,
+}
+
+/// Whether a manifest is something a deferred object may depend on: applied first (bootstrap)
+/// when a commit has deferred objects.
+pub fn is_bootstrap(m: &Manifest) -> bool {
+    m.key.is_namespace()
+        || m.key.is_crd()
+        || (m.key.group == "rbac.authorization.k8s.io" && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
 }
 
 /// Server-side dry-run of every object. Objects in a Namespace, or of a kind, that this same
@@ -96,9 +109,32 @@ pub async fn validate<'a>(
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
+    // Roles (kind, namespace, name) this commit brings: a binding to one of them is checked by
+    // the apiserver against the role's rules unless the caller may `bind`, which needs the role.
+    let roles: BTreeSet<(String, Option<String>, String)> = all_desired
+        .iter()
+        .filter(|m| m.key.group == "rbac.authorization.k8s.io" && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
+        .map(|m| (m.key.kind.clone(), m.key.namespace.clone(), m.key.name.clone()))
+        .collect();
     let mut validation = Validation::default();
     for (m, result) in results {
-        let Err(error) = result else { continue };
+        let error = match result {
+            Ok(answer) => {
+                if answer.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
+                    validation.existing.insert(m.key.clone());
+                }
+                continue;
+            }
+            Err(error) => error,
+        };
+        let role_pending = error.is_not_found()
+            && matches!(m.key.kind.as_str(), "RoleBinding" | "ClusterRoleBinding")
+            && m.body.get("roleRef").is_some_and(|r| {
+                let kind = r.get("kind").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+                let name = r.get("name").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+                let namespace = if kind == "Role" { m.key.namespace.clone() } else { None };
+                roles.contains(&(kind, namespace, name))
+            });
         let namespace_pending = error.is_not_found()
             && new_namespaces.iter().any(|ns| {
                 error
@@ -107,7 +143,7 @@ pub async fn validate<'a>(
             });
         let kind_pending = matches!(error, KubeError::UnknownKind { .. })
             && crd_kinds.contains(&(m.key.group.clone(), m.key.kind.clone()));
-        if namespace_pending || kind_pending {
+        if namespace_pending || kind_pending || role_pending {
             validation.deferred.push(m);
         } else {
             validation.failures.push(ObjectFailure::new(m, error));
@@ -177,12 +213,12 @@ pub async fn dry_run_all(
 }
 
 /// Applies objects phase by phase. Stops after the first phase with a failure (later phases
-/// depend on earlier ones). Returns the keys applied, and the failures.
+/// depend on earlier ones). Returns what was applied with the server's answers, and the failures.
 pub async fn apply_all(
     cluster: &Cluster,
     objects: &[&Manifest],
     concurrency: usize,
-) -> (Vec<ObjectKey>, Vec<ObjectFailure>) {
+) -> (Vec<(ObjectKey, DynamicObject)>, Vec<ObjectFailure>) {
     let mut applied = Vec::new();
     let phases = by_phase(cluster, objects).await;
     for (index, phase) in phases.iter().enumerate() {
@@ -198,7 +234,7 @@ pub async fn apply_all(
         let mut failures = Vec::new();
         for (m, result) in results {
             match result {
-                Ok(_) => applied.push(m.key.clone()),
+                Ok(answer) => applied.push((m.key.clone(), answer)),
                 Err(e) => failures.push(ObjectFailure::new(m, e)),
             }
         }

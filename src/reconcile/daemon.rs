@@ -27,7 +27,8 @@ pub async fn open_mirror(config: &HostConfig) -> Result<Arc<Mirror>, ReconcileEr
         url: config.repository.url.clone(),
         branch: config.repository.branch.clone(),
         notes_ref: config.notes_ref.clone(),
-        extra_fetch_refs: config.previews.iter().map(|p| p.refs.clone()).collect(),
+        // Pull-request refs are fetched by the preview watcher into its own mirror.
+        extra_fetch_refs: Vec::new(),
         auth,
     };
     let dir = config.mirror_dir();
@@ -219,6 +220,18 @@ pub async fn run(
         watchdog_cancel.clone(),
     );
 
+    // Pull-request previews (when configured) run beside the reconcile loop, in their own mirror.
+    let previews_cancel = shutdown.child_token();
+    let previews = {
+        let config = config.clone();
+        let cancel = previews_cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::preview::run_preview_watcher(&config, cancel).await {
+                tracing::warn!(error = %e, "preview watcher stopped");
+            }
+        })
+    };
+
     let (trigger_tx, mut triggers) = mpsc::channel::<()>(1);
     let mut _watcher = crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
         .ok()
@@ -344,6 +357,8 @@ pub async fn run(
     }
     sd::stopping();
     tracing::info!("stopping");
+    previews_cancel.cancel();
+    let _ = previews.await;
     watchdog_cancel.cancel();
     endpoints_cancel.cancel();
     let _ = endpoints.await;

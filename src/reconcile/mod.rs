@@ -491,7 +491,7 @@ impl EnvWorker {
             let creates: Vec<&Manifest> = the_plan
                 .changes
                 .iter()
-                .filter(|c| c.action == Action::Create)
+                .filter(|c| c.action == Action::Create && v.existing.contains(&c.key))
                 .filter_map(|c| c.after.as_ref())
                 .filter(|m| !m.key.is_bucket())
                 .collect();
@@ -521,7 +521,7 @@ impl EnvWorker {
                 .changes
                 .iter()
                 .filter_map(|c| c.after.as_ref())
-                .filter(|m| m.key.is_namespace() || m.key.is_crd())
+                .filter(|m| kapply::is_bootstrap(m))
                 .collect();
             let (_, failures) =
                 kapply::apply_all(cluster, &bootstrap, self.cfg.apply_concurrency).await;
@@ -538,7 +538,7 @@ impl EnvWorker {
                     .iter()
                     .filter(|c| c.action == Action::Create)
                     .filter_map(|c| c.after.as_ref())
-                    .filter(|m| m.key.is_namespace() || m.key.is_crd())
+                    .filter(|m| kapply::is_bootstrap(m))
                     .collect();
                 let _ = kapply::delete_all(cluster, &created, self.cfg.apply_concurrency).await;
                 let record = reject(failure_errors(&failures), Vec::new());
@@ -668,18 +668,28 @@ impl EnvWorker {
                 .collect();
             let (applied, failures) =
                 kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency).await;
-            for key in &applied {
-                match the_plan
-                    .changes
-                    .iter()
-                    .find(|c| &c.key == key)
-                    .map(|c| c.action)
-                {
+            let actions: BTreeMap<&ObjectKey, Action> =
+                the_plan.changes.iter().map(|c| (&c.key, c.action)).collect();
+            let mut pending_health = BTreeSet::new();
+            for (key, answer) in &applied {
+                match actions.get(key) {
                     Some(Action::Create) => t.counts.created += 1,
                     _ => t.counts.updated += 1,
                 }
+                // The apply answer already carries the object's state: what is healthy in it
+                // (e.g. anything without status) needs no further look.
+                let healthy = serde_json::to_value(answer)
+                    .map(|v| health::assess(&key.group, &key.kind, &v) == health::Health::Healthy)
+                    .unwrap_or(false);
+                if !healthy {
+                    pending_health.insert(key.clone());
+                }
             }
-            t.applied = to_apply.into_iter().cloned().collect();
+            t.applied = to_apply
+                .into_iter()
+                .filter(|m| pending_health.contains(&m.key))
+                .cloned()
+                .collect();
             if !failures.is_empty() {
                 t.errors.extend(failure_errors(&failures));
                 return Ok(t);
