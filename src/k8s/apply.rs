@@ -77,7 +77,8 @@ pub struct Validation<'a> {
 pub fn is_bootstrap(m: &Manifest) -> bool {
     m.key.is_namespace()
         || m.key.is_crd()
-        || (m.key.group == "rbac.authorization.k8s.io" && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
+        || (m.key.group == "rbac.authorization.k8s.io"
+            && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
 }
 
 /// Server-side dry-run of every object. Objects in a Namespace, or of a kind, that this same
@@ -113,14 +114,28 @@ pub async fn validate<'a>(
     // the apiserver against the role's rules unless the caller may `bind`, which needs the role.
     let roles: BTreeSet<(String, Option<String>, String)> = all_desired
         .iter()
-        .filter(|m| m.key.group == "rbac.authorization.k8s.io" && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
-        .map(|m| (m.key.kind.clone(), m.key.namespace.clone(), m.key.name.clone()))
+        .filter(|m| {
+            m.key.group == "rbac.authorization.k8s.io"
+                && matches!(m.key.kind.as_str(), "Role" | "ClusterRole")
+        })
+        .map(|m| {
+            (
+                m.key.kind.clone(),
+                m.key.namespace.clone(),
+                m.key.name.clone(),
+            )
+        })
         .collect();
     let mut validation = Validation::default();
     for (m, result) in results {
         let error = match result {
             Ok(answer) => {
-                if answer.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
+                if answer
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .is_some_and(|rv| !rv.is_empty())
+                {
                     validation.existing.insert(m.key.clone());
                 }
                 continue;
@@ -130,9 +145,21 @@ pub async fn validate<'a>(
         let role_pending = error.is_not_found()
             && matches!(m.key.kind.as_str(), "RoleBinding" | "ClusterRoleBinding")
             && m.body.get("roleRef").is_some_and(|r| {
-                let kind = r.get("kind").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-                let name = r.get("name").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-                let namespace = if kind == "Role" { m.key.namespace.clone() } else { None };
+                let kind = r
+                    .get("kind")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let name = r
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let namespace = if kind == "Role" {
+                    m.key.namespace.clone()
+                } else {
+                    None
+                };
                 roles.contains(&(kind, namespace, name))
             });
         let namespace_pending = error.is_not_found()
@@ -156,7 +183,11 @@ pub async fn validate<'a>(
 /// Of the objects a commit creates, those that already exist without gitopsd's ownership labels
 /// for this environment. Applying would label someone else's object as gitopsd's (and a later
 /// prune would delete it), so they fail validation: hand one over by labelling it, or delete it.
-pub async fn not_owned_existing(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Vec<ObjectFailure> {
+pub async fn not_owned_existing(
+    cluster: &Cluster,
+    objects: &[&Manifest],
+    concurrency: usize,
+) -> Vec<ObjectFailure> {
     let env = cluster.environment();
     let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
         .map(|m| async move {

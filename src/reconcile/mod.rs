@@ -495,7 +495,9 @@ impl EnvWorker {
                 .filter_map(|c| c.after.as_ref())
                 .filter(|m| !m.key.is_bucket())
                 .collect();
-            v.failures.extend(kapply::not_owned_existing(cluster, &creates, self.cfg.apply_concurrency).await);
+            v.failures.extend(
+                kapply::not_owned_existing(cluster, &creates, self.cfg.apply_concurrency).await,
+            );
             if !v.failures.is_empty() {
                 let record = reject(failure_errors(&v.failures), Vec::new());
                 return self.finish(mirror, head, record).await;
@@ -668,8 +670,11 @@ impl EnvWorker {
                 .collect();
             let (applied, failures) =
                 kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency).await;
-            let actions: BTreeMap<&ObjectKey, Action> =
-                the_plan.changes.iter().map(|c| (&c.key, c.action)).collect();
+            let actions: BTreeMap<&ObjectKey, Action> = the_plan
+                .changes
+                .iter()
+                .map(|c| (&c.key, c.action))
+                .collect();
             let mut pending_health = BTreeSet::new();
             for (key, answer) in &applied {
                 match actions.get(key) {
@@ -818,6 +823,30 @@ impl EnvWorker {
         problems
     }
 
+    /// Moves the cluster from one full desired state to another (rollbacks: a full plan, not
+    /// O(changed), since they are rare and must be exact) and waits for health. Returns the problems.
+    async fn restore(
+        &self,
+        mirror: &Arc<Mirror>,
+        rev: Oid,
+        from: &DesiredState,
+        to: &DesiredState,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<ObjectError>, ReconcileError> {
+        let the_plan = plan::plan(Some(from), to);
+        let specs: BTreeMap<ObjectKey, BucketSpec> = to
+            .buckets()
+            .filter_map(|m| s3::parse_bucket(m).ok().map(|spec| (m.key.clone(), spec)))
+            .collect();
+        let t = self
+            .transition(mirror, rev, &the_plan, &[], &specs, &BTreeSet::new(), false)
+            .await?;
+        if !t.errors.is_empty() {
+            return Ok(t.errors);
+        }
+        Ok(self.wait_health(&t, cancel).await)
+    }
+
     /// Rolls the environment back from `bad` (C) to `base` (A) and records both notes.
     async fn finish_rollback(
         &mut self,
@@ -860,26 +889,15 @@ impl EnvWorker {
             }
         };
         // Re-apply render(A), delete what C created, re-create what C deleted.
-        let rb_plan = plan::plan(Some(&bad_state), &good_state);
-        let mut specs = BTreeMap::new();
-        for m in good_state.buckets() {
-            if let Ok(spec) = s3::parse_bucket(m) {
-                specs.insert(m.key.clone(), spec);
-            }
-        }
-        let t = self
-            .transition(mirror, base, &rb_plan, &[], &specs, &BTreeSet::new(), false)
+        let problems = self
+            .restore(mirror, base, &bad_state, &good_state, cancel)
             .await?;
-        let mut problems = t.errors.clone();
-        if problems.is_empty() {
-            problems = self.wait_health(&t, cancel).await;
-            // Interrupted: the note still says `rolling_back`, so the next start resumes this.
-            if !problems.is_empty() && cancel.is_cancelled() {
-                return Err(ReconcileError::Interrupted {
-                    env,
-                    commit: bad.to_string(),
-                });
-            }
+        // Interrupted: the note still says `rolling_back`, so the next start resumes this.
+        if !problems.is_empty() && cancel.is_cancelled() {
+            return Err(ReconcileError::Interrupted {
+                env,
+                commit: bad.to_string(),
+            });
         }
         let healthy = problems.is_empty();
         if let Some(metrics) = &self.metrics {
@@ -1005,20 +1023,9 @@ impl EnvWorker {
             })
             .await?;
         }
-        let rb_plan = plan::plan(Some(&from_state), &to_state);
-        let mut specs = BTreeMap::new();
-        for m in to_state.buckets() {
-            if let Ok(spec) = s3::parse_bucket(m) {
-                specs.insert(m.key.clone(), spec);
-            }
-        }
-        let t = self
-            .transition(mirror, to, &rb_plan, &[], &specs, &BTreeSet::new(), false)
+        let problems = self
+            .restore(mirror, to, &from_state, &to_state, cancel)
             .await?;
-        let mut problems = t.errors.clone();
-        if problems.is_empty() {
-            problems = self.wait_health(&t, cancel).await;
-        }
         let healthy = problems.is_empty();
         let at = status::now_rfc3339();
         let because = format!("manual rollback from {current}");
