@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::DynamicObject;
 
 use super::{Cluster, DeleteOutcome, KubeError};
 use crate::manifest::{Manifest, ObjectKey};
@@ -106,7 +105,18 @@ pub async fn validate<'a>(
         .collect();
     let results: Vec<(&Manifest, Result<_, KubeError>)> =
         futures::stream::iter(objects.iter().copied())
-            .map(|m| async move { (m, cluster.dry_run(m).await) })
+            // Keep only what is needed of each answer (whether the object exists), not the
+            // answers themselves: thousands of full objects would dominate memory.
+            .map(|m| async move {
+                let existed = cluster.dry_run(m).await.map(|answer| {
+                    answer
+                        .metadata
+                        .resource_version
+                        .as_deref()
+                        .is_some_and(|rv| !rv.is_empty())
+                });
+                (m, existed)
+            })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
@@ -129,13 +139,8 @@ pub async fn validate<'a>(
     let mut validation = Validation::default();
     for (m, result) in results {
         let error = match result {
-            Ok(answer) => {
-                if answer
-                    .metadata
-                    .resource_version
-                    .as_deref()
-                    .is_some_and(|rv| !rv.is_empty())
-                {
+            Ok(existed) => {
+                if existed {
                     validation.existing.insert(m.key.clone());
                 }
                 continue;
@@ -244,12 +249,13 @@ pub async fn dry_run_all(
 }
 
 /// Applies objects phase by phase. Stops after the first phase with a failure (later phases
-/// depend on earlier ones). Returns what was applied with the server's answers, and the failures.
+/// depend on earlier ones). Returns what was applied, each with whether the server's answer
+/// already shows it healthy, and the failures.
 pub async fn apply_all(
     cluster: &Cluster,
     objects: &[&Manifest],
     concurrency: usize,
-) -> (Vec<(ObjectKey, DynamicObject)>, Vec<ObjectFailure>) {
+) -> (Vec<(ObjectKey, bool)>, Vec<ObjectFailure>) {
     let mut applied = Vec::new();
     let phases = by_phase(cluster, objects).await;
     for (index, phase) in phases.iter().enumerate() {
@@ -258,14 +264,25 @@ pub async fn apply_all(
         }
         let results: Vec<(&Manifest, Result<_, KubeError>)> =
             futures::stream::iter(phase.iter().copied())
-                .map(|m| async move { (m, cluster.apply(m).await) })
+                // The answer carries the object's state; keep only whether it is already healthy.
+                .map(|m| async move {
+                    let healthy = cluster.apply(m).await.map(|answer| {
+                        serde_json::to_value(&answer)
+                            .map(|v| {
+                                super::health::assess(&m.key.group, &m.key.kind, &v)
+                                    == super::health::Health::Healthy
+                            })
+                            .unwrap_or(false)
+                    });
+                    (m, healthy)
+                })
                 .buffer_unordered(concurrency.max(1))
                 .collect()
                 .await;
         let mut failures = Vec::new();
         for (m, result) in results {
             match result {
-                Ok(answer) => applied.push((m.key.clone(), answer)),
+                Ok(healthy) => applied.push((m.key.clone(), healthy)),
                 Err(e) => failures.push(ObjectFailure::new(m, e)),
             }
         }

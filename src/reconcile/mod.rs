@@ -676,16 +676,12 @@ impl EnvWorker {
                 .map(|c| (&c.key, c.action))
                 .collect();
             let mut pending_health = BTreeSet::new();
-            for (key, answer) in &applied {
+            for (key, healthy) in &applied {
                 match actions.get(key) {
                     Some(Action::Create) => t.counts.created += 1,
                     _ => t.counts.updated += 1,
                 }
-                // The apply answer already carries the object's state: what is healthy in it
-                // (e.g. anything without status) needs no further look.
-                let healthy = serde_json::to_value(answer)
-                    .map(|v| health::assess(&key.group, &key.kind, &v) == health::Health::Healthy)
-                    .unwrap_or(false);
+                // What the apply answer already showed healthy needs no further look.
                 if !healthy {
                     pending_health.insert(key.clone());
                 }
