@@ -4,6 +4,7 @@
 //! O(changed), not O(repository).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -31,8 +32,8 @@ impl Action {
 pub struct Change {
     pub key: ObjectKey,
     pub action: Action,
-    pub before: Option<Manifest>,
-    pub after: Option<Manifest>,
+    pub before: Option<Arc<Manifest>>,
+    pub after: Option<Arc<Manifest>>,
 }
 
 #[derive(Clone, Debug, Default)]

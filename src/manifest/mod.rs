@@ -12,6 +12,7 @@ mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -169,7 +170,8 @@ pub fn path_within(dir: &str, path: &str) -> bool {
 /// The typed desired state of one environment at one revision.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DesiredState {
-    pub objects: BTreeMap<ObjectKey, Manifest>,
+    /// Shared, so re-rendering a commit copies pointers, not documents.
+    pub objects: BTreeMap<ObjectKey, Arc<Manifest>>,
     /// Which objects each file produced, so a re-render only re-reads changed files.
     pub files: BTreeMap<String, Vec<ObjectKey>>,
 }
@@ -183,11 +185,17 @@ impl DesiredState {
     }
     /// Objects for the cluster (everything but gitopsd's own kinds).
     pub fn kube_objects(&self) -> impl Iterator<Item = &Manifest> {
-        self.objects.values().filter(|m| !m.key.is_bucket())
+        self.objects
+            .values()
+            .map(|m| m.as_ref())
+            .filter(|m| !m.key.is_bucket())
     }
     /// gitopsd `Bucket` objects.
     pub fn buckets(&self) -> impl Iterator<Item = &Manifest> {
-        self.objects.values().filter(|m| m.key.is_bucket())
+        self.objects
+            .values()
+            .map(|m| m.as_ref())
+            .filter(|m| m.key.is_bucket())
     }
 
     fn insert_file(&mut self, path: &str, manifests: Vec<Manifest>, errors: &mut Vec<RenderError>) {
@@ -202,7 +210,8 @@ impl DesiredState {
                 continue;
             }
             keys.push(manifest.key.clone());
-            self.objects.insert(manifest.key.clone(), manifest);
+            self.objects
+                .insert(manifest.key.clone(), Arc::new(manifest));
         }
         if !keys.is_empty() {
             self.files.insert(path.to_string(), keys);

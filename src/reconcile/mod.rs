@@ -483,7 +483,7 @@ impl EnvWorker {
             let changed: Vec<&Manifest> = the_plan
                 .changes
                 .iter()
-                .filter_map(|c| c.after.as_ref())
+                .filter_map(|c| c.after.as_deref())
                 .filter(|m| !m.key.is_bucket())
                 .collect();
             let all: Vec<&Manifest> = state.kube_objects().collect();
@@ -492,7 +492,7 @@ impl EnvWorker {
                 .changes
                 .iter()
                 .filter(|c| c.action == Action::Create && v.existing.contains(&c.key))
-                .filter_map(|c| c.after.as_ref())
+                .filter_map(|c| c.after.as_deref())
                 .filter(|m| !m.key.is_bucket())
                 .collect();
             v.failures.extend(
@@ -522,7 +522,7 @@ impl EnvWorker {
             let bootstrap: Vec<&Manifest> = the_plan
                 .changes
                 .iter()
-                .filter_map(|c| c.after.as_ref())
+                .filter_map(|c| c.after.as_deref())
                 .filter(|m| kapply::is_bootstrap(m))
                 .collect();
             let (_, failures) =
@@ -539,7 +539,7 @@ impl EnvWorker {
                     .changes
                     .iter()
                     .filter(|c| c.action == Action::Create)
-                    .filter_map(|c| c.after.as_ref())
+                    .filter_map(|c| c.after.as_deref())
                     .filter(|m| kapply::is_bootstrap(m))
                     .collect();
                 let _ = kapply::delete_all(cluster, &created, self.cfg.apply_concurrency).await;
@@ -666,7 +666,7 @@ impl EnvWorker {
                 .changes
                 .iter()
                 .filter(|c| c.action != Action::Delete && !c.key.is_bucket())
-                .filter_map(|c| c.after.as_ref())
+                .filter_map(|c| c.after.as_deref())
                 .collect();
             let (applied, failures) =
                 kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency).await;
@@ -699,7 +699,7 @@ impl EnvWorker {
                 .changes
                 .iter()
                 .filter(|c| c.action == Action::Delete && !c.key.is_bucket())
-                .filter_map(|c| c.before.as_ref())
+                .filter_map(|c| c.before.as_deref())
                 .collect();
             to_delete.extend(orphans.iter());
             if !to_delete.is_empty() {
