@@ -103,7 +103,7 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn from_filemode(mode: i32) -> Option<FileKind> {
+    pub(crate) fn from_filemode(mode: i32) -> Option<FileKind> {
         match mode {
             0o100644 | 0o100664 | 0o100666 => Some(FileKind::Blob),
             0o100755 => Some(FileKind::Executable),
@@ -113,7 +113,7 @@ impl FileKind {
         }
     }
 
-    fn from_mode(mode: FileMode) -> Option<FileKind> {
+    pub(crate) fn from_mode(mode: FileMode) -> Option<FileKind> {
         match mode {
             FileMode::Blob | FileMode::BlobGroupWritable => Some(FileKind::Blob),
             FileMode::BlobExecutable => Some(FileKind::Executable),
@@ -151,7 +151,8 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
-fn normalize_dir(dir: &str) -> String {
+/// A repository-relative folder without `./`, leading or trailing slashes (`""` = root).
+pub(crate) fn normalize_dir(dir: &str) -> String {
     let mut d = dir.trim();
     while let Some(rest) = d.strip_prefix("./") {
         d = rest;
@@ -164,7 +165,8 @@ fn normalize_dir(dir: &str) -> String {
     }
 }
 
-fn join_path(dir: &str, rest: &str) -> String {
+/// `dir/rest`, where either may be empty.
+pub(crate) fn join_path(dir: &str, rest: &str) -> String {
     if dir.is_empty() {
         rest.to_string()
     } else if rest.is_empty() {

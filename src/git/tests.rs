@@ -1,5 +1,6 @@
 //! Unit tests against local repositories in temp dirs (driven with the git CLI, isolated
-//! from the user's git config).
+//! from the user's git config). Test code only: compiled under #[cfg(test)].
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

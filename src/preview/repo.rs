@@ -33,43 +33,6 @@ pub struct Repo {
     path: PathBuf,
 }
 
-fn kind_of_mode(mode: i32) -> Option<FileKind> {
-    match mode {
-        0o100644 | 0o100664 | 0o100666 => Some(FileKind::Blob),
-        0o100755 => Some(FileKind::Executable),
-        0o120000 => Some(FileKind::Symlink),
-        0o160000 => Some(FileKind::Submodule),
-        _ => None,
-    }
-}
-
-fn kind_of_filemode(mode: git2::FileMode) -> Option<FileKind> {
-    kind_of_mode(i32::from(mode))
-}
-
-fn normalize_dir(dir: &str) -> String {
-    let mut d = dir.trim();
-    while let Some(rest) = d.strip_prefix("./") {
-        d = rest;
-    }
-    let d = d.trim_matches('/');
-    if d == "." {
-        String::new()
-    } else {
-        d.to_string()
-    }
-}
-
-fn join(dir: &str, rest: &str) -> String {
-    if dir.is_empty() {
-        rest.to_string()
-    } else if rest.is_empty() {
-        dir.to_string()
-    } else {
-        format!("{dir}/{rest}")
-    }
-}
-
 impl Repo {
     /// Opens the repository at `path` (a work tree, its `.git`, or a bare repository).
     pub fn open(path: &Path) -> Result<Repo, PreviewError> {
@@ -154,7 +117,7 @@ impl Repo {
 
     /// Names of the folders directly under `dir` at `rev`, sorted.
     pub fn subdirs(&self, rev: Oid, dir: &str) -> Result<Vec<String>, PreviewError> {
-        let dir = normalize_dir(dir);
+        let dir = crate::git::normalize_dir(dir);
         let Some(tree) = self.subtree(rev, &dir)? else {
             return Ok(Vec::new());
         };
@@ -169,16 +132,16 @@ impl Repo {
 
     /// Every file under `dir` at `rev`, recursively, sorted by path.
     pub fn list_files(&self, rev: Oid, dir: &str) -> Result<Vec<RepoFile>, PreviewError> {
-        let dir = normalize_dir(dir);
+        let dir = crate::git::normalize_dir(dir);
         let Some(tree) = self.subtree(rev, &dir)? else {
             return Ok(Vec::new());
         };
         let mut files = Vec::new();
         tree.walk(TreeWalkMode::PreOrder, |root, entry| {
-            if let Some(kind) = kind_of_mode(entry.filemode()) {
+            if let Some(kind) = FileKind::from_filemode(entry.filemode()) {
                 let name = String::from_utf8_lossy(entry.name_bytes());
                 files.push(RepoFile {
-                    path: join(&dir, &format!("{root}{name}")),
+                    path: crate::git::join_path(&dir, &format!("{root}{name}")),
                     kind,
                     oid: entry.id(),
                 });
@@ -197,7 +160,7 @@ impl Repo {
         head: Oid,
         dir: &str,
     ) -> Result<Vec<RepoChange>, PreviewError> {
-        let dir = normalize_dir(dir);
+        let dir = crate::git::normalize_dir(dir);
         let old = self.subtree(base, &dir)?;
         let new = self.subtree(head, &dir)?;
         if old.is_none() && new.is_none() {
@@ -213,7 +176,7 @@ impl Repo {
             .map_err(self.git_err(format!("diffing {dir} between {base} and {head}")))?;
         let mut out = Vec::new();
         for delta in diff.deltas() {
-            let side = |f: git2::DiffFile<'_>| kind_of_filemode(f.mode()).map(|k| (k, f.id()));
+            let side = |f: git2::DiffFile<'_>| FileKind::from_mode(f.mode()).map(|k| (k, f.id()));
             let (change, old, new) = match delta.status() {
                 git2::Delta::Added | git2::Delta::Copied | git2::Delta::Untracked => {
                     (ChangeKind::Added, None, side(delta.new_file()))
@@ -238,7 +201,7 @@ impl Repo {
                 continue;
             }
             out.push(RepoChange {
-                path: join(&dir, &String::from_utf8_lossy(path)),
+                path: crate::git::join_path(&dir, &String::from_utf8_lossy(path)),
                 change,
                 old,
                 new,
