@@ -654,9 +654,16 @@ impl EnvWorker {
         sync_changed: &BTreeSet<ObjectKey>,
         full_sync: bool,
     ) -> Result<Transition, ReconcileError> {
+        // `counts` are Kubernetes objects; buckets are counted apart (`bucket_counts`).
+        let buckets_changed = the_plan
+            .changes
+            .iter()
+            .filter(|c| c.key.is_bucket() && c.after.is_some())
+            .count();
+        let buckets_unchanged = specs.len().saturating_sub(buckets_changed);
         let mut t = Transition {
             counts: Counts {
-                unchanged: the_plan.unchanged,
+                unchanged: the_plan.unchanged.saturating_sub(buckets_unchanged),
                 ..Counts::default()
             },
             ..Transition::default()
