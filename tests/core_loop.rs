@@ -15,47 +15,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::PostParams;
 use support::gitopsd::{
-    Env, Gitopsd, Transport, WorkRepo, admin_writes, audit_writes, configmap, configmap_data,
-    configmap_labels, deployment, deployment_state, owned_configmaps,
+    Env, Fixture, Gitopsd, Transport, WorkRepo, admin_writes, audit_writes, configmap,
+    configmap_data, configmap_labels, deployment, deployment_state, owned_configmaps,
 };
-
-/// A repository with one environment `envs/app` rendered into a fresh namespace.
-struct Fixture {
-    client: kube::Client,
-    repo: WorkRepo,
-    ns: String,
-    env: Env,
-    gitopsd: Gitopsd,
-}
 
 impl Fixture {
     async fn new(tb: &'static support::Testbed, prefix: &str) -> Fixture {
         Self::with(tb, prefix, |_| {}).await
-    }
-
-    async fn with(
-        tb: &'static support::Testbed,
-        prefix: &str,
-        edit: impl FnOnce(&mut Env),
-    ) -> Fixture {
-        let client = tb.kube_client().await;
-        let ns = tb.namespace(&client, prefix).await;
-        let repo = WorkRepo::new(tb, prefix);
-        let mut env = Env::new(prefix, "envs/app", &ns);
-        edit(&mut env);
-        let gitopsd = Gitopsd::new(
-            tb,
-            &repo.remote,
-            Transport::Https,
-            std::slice::from_ref(&env),
-        );
-        Fixture {
-            client,
-            repo,
-            ns,
-            env,
-            gitopsd,
-        }
     }
 
     fn file(&self, name: &str) -> String {

@@ -30,48 +30,14 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 use support::gitopsd::{
-    Daemon, Env, Gitopsd, Transport, WorkRepo, audit_writes, configmap, configmap_data, deployment,
-    json_lines,
+    Daemon, Env, Fixture, Gitopsd, Transport, WorkRepo, audit_writes, configmap, configmap_data,
+    deployment, json_lines,
 };
 
 // ------------------------------------------------------------------------------------------------
 // fixture
 
-/// One environment `envs/app` rendered into a fresh namespace, in a fresh repository.
-struct Fixture {
-    client: kube::Client,
-    repo: WorkRepo,
-    ns: String,
-    env: Env,
-    gitopsd: Gitopsd,
-}
-
 impl Fixture {
-    async fn with(
-        tb: &'static support::Testbed,
-        prefix: &str,
-        edit: impl FnOnce(&mut Env),
-    ) -> Fixture {
-        let client = tb.kube_client().await;
-        let ns = tb.namespace(&client, prefix).await;
-        let repo = WorkRepo::new(tb, prefix);
-        let mut env = Env::new(prefix, "envs/app", &ns);
-        edit(&mut env);
-        let gitopsd = Gitopsd::new(
-            tb,
-            &repo.remote,
-            Transport::Https,
-            std::slice::from_ref(&env),
-        );
-        Fixture {
-            client,
-            repo,
-            ns,
-            env,
-            gitopsd,
-        }
-    }
-
     fn write(&self, name: &str, text: &str) {
         self.repo.write(&format!("{}/{name}", self.env.path), text);
     }

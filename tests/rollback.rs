@@ -13,47 +13,26 @@ use gitopsd::status::{Outcome, Record};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use support::gitopsd::{
-    CmdOut, Env, Gitopsd, Transport, WorkRepo, admin_writes, audit_writes, configmap,
-    configmap_data, deployment, deployment_state, event_time, job, owned_configmaps,
+    CmdOut, Env, Fixture, admin_writes, audit_writes, configmap, configmap_data, deployment,
+    deployment_state, event_time, job, owned_configmaps,
 };
 
-struct Fixture {
-    client: kube::Client,
-    repo: WorkRepo,
-    ns: String,
-    env: Env,
-    gitopsd: Gitopsd,
-}
-
 impl Fixture {
-    async fn with(
+    /// The shared fixture with this file's default: health waits of 60 s.
+    async fn with_health_timeout(
         tb: &'static support::Testbed,
         prefix: &str,
         edit: impl FnOnce(&mut Env),
     ) -> Fixture {
-        let client = tb.kube_client().await;
-        let ns = tb.namespace(&client, prefix).await;
-        let repo = WorkRepo::new(tb, prefix);
-        let mut env = Env::new(prefix, "envs/app", &ns);
-        env.health_timeout = Duration::from_secs(60);
-        edit(&mut env);
-        let gitopsd = Gitopsd::new(
-            tb,
-            &repo.remote,
-            Transport::Https,
-            std::slice::from_ref(&env),
-        );
-        Fixture {
-            client,
-            repo,
-            ns,
-            env,
-            gitopsd,
-        }
+        Fixture::with(tb, prefix, |env| {
+            env.health_timeout = Duration::from_secs(60);
+            edit(env);
+        })
+        .await
     }
 
     async fn new(tb: &'static support::Testbed, prefix: &str) -> Fixture {
-        Self::with(tb, prefix, |_| {}).await
+        Self::with_health_timeout(tb, prefix, |_| {}).await
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -332,7 +311,7 @@ async fn http_check_500_triggers_rollback_and_retry_reapplies_the_commit() {
     let tb = require_testbed!();
     let status = Arc::new(AtomicU16::new(200));
     let url = http_server(Arc::clone(&status)).await;
-    let f = Fixture::with(tb, "rb-http", |e| {
+    let f = Fixture::with_health_timeout(tb, "rb-http", |e| {
         e.health_timeout = Duration::from_secs(8);
         e.http_checks = vec![url.clone()];
     })
@@ -501,7 +480,7 @@ async fn kill_during_rollback_trial(
     trial: usize,
 ) -> Result<String, String> {
     const N: usize = 150;
-    let f = Fixture::with(tb, &format!("rb-kill-{trial}"), |e| {
+    let f = Fixture::with_health_timeout(tb, &format!("rb-kill-{trial}"), |e| {
         e.apply_concurrency = Some(1)
     })
     .await;

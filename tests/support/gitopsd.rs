@@ -689,3 +689,40 @@ pub fn admin_writes(events: &[AuditEvent]) -> Vec<AuditEvent> {
         .cloned()
         .collect()
 }
+
+/// One environment `envs/app` rendered into a fresh namespace, in a fresh repository (the
+/// fixture of the core-loop, rollback and daemon tests; each adds its own helpers).
+pub struct Fixture {
+    pub client: kube::Client,
+    pub repo: WorkRepo,
+    pub ns: String,
+    pub env: Env,
+    pub gitopsd: Gitopsd,
+}
+
+impl Fixture {
+    pub async fn with(
+        tb: &'static super::Testbed,
+        prefix: &str,
+        edit: impl FnOnce(&mut Env),
+    ) -> Fixture {
+        let client = tb.kube_client().await;
+        let ns = tb.namespace(&client, prefix).await;
+        let repo = WorkRepo::new(tb, prefix);
+        let mut env = Env::new(prefix, "envs/app", &ns);
+        edit(&mut env);
+        let gitopsd = Gitopsd::new(
+            tb,
+            &repo.remote,
+            Transport::Https,
+            std::slice::from_ref(&env),
+        );
+        Fixture {
+            client,
+            repo,
+            ns,
+            env,
+            gitopsd,
+        }
+    }
+}
