@@ -221,16 +221,7 @@ pub async fn run(
     );
 
     // Pull-request previews (when configured) run beside the reconcile loop, in their own mirror.
-    let previews_cancel = shutdown.child_token();
-    let previews = {
-        let config = config.clone();
-        let cancel = previews_cancel.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::preview::run_preview_watcher(&config, cancel).await {
-                tracing::warn!(error = %e, "preview watcher stopped");
-            }
-        })
-    };
+    let (mut previews_cancel, mut previews) = spawn_previews(&config, &shutdown);
 
     let (trigger_tx, mut triggers) = mpsc::channel::<()>(1);
     let mut _watcher = crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
@@ -278,6 +269,10 @@ pub async fn run(
                             .ok()
                             .flatten();
                             config = new_config;
+                            // The preview watcher follows the new config too.
+                            previews_cancel.cancel();
+                            let _ = previews.await;
+                            (previews_cancel, previews) = spawn_previews(&config, &shutdown);
                         }
                         (Err(e), _) | (_, Err(e)) => {
                             tracing::warn!(error = %e, "reloaded config not usable; keeping the previous one")
@@ -363,6 +358,22 @@ pub async fn run(
     endpoints_cancel.cancel();
     let _ = endpoints.await;
     Ok(())
+}
+
+/// Starts the pull-request preview watcher (a no-op task when `previews` is not configured).
+fn spawn_previews(
+    config: &HostConfig,
+    shutdown: &CancellationToken,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let cancel = shutdown.child_token();
+    let config = config.clone();
+    let task_cancel = cancel.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::preview::run_preview_watcher(&config, task_cancel).await {
+            tracing::warn!(error = %e, "preview watcher stopped");
+        }
+    });
+    (cancel, task)
 }
 
 fn describe(step: &Step) -> String {
