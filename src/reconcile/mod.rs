@@ -187,11 +187,6 @@ impl EnvWorker {
         &self.cfg.name
     }
 
-    /// Drops the render cache (after a force-push or when the mirror was re-created).
-    pub fn forget(&mut self) {
-        self.cache = None;
-    }
-
     async fn render(
         &mut self,
         mirror: &Arc<Mirror>,
