@@ -95,13 +95,7 @@ pub async fn validate<'a>(
         .collect();
     let crd_kinds: BTreeSet<(String, String)> = all_desired
         .iter()
-        .filter(|m| m.key.is_crd())
-        .filter_map(|m| {
-            let spec = m.body.get("spec")?;
-            let group = spec.get("group")?.as_str()?.to_string();
-            let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
-            Some((group, kind))
-        })
+        .filter_map(|m| crate::manifest::crd_defined_kind(m))
         .collect();
     let results: Vec<(&Manifest, Result<_, KubeError>)> =
         futures::stream::iter(objects.iter().copied())
@@ -194,36 +188,30 @@ pub async fn not_owned_existing(
     concurrency: usize,
 ) -> Vec<ObjectFailure> {
     let env = cluster.environment();
-    let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
-        .map(|m| async move {
-            match cluster.get(m).await {
-                Ok(Some(live)) if !cluster.owns(&live) => Some(ObjectFailure::new(
-                    m,
-                    KubeError::Api {
-                        object: m.key.to_string(),
-                        verb: "apply",
-                        code: 409,
-                        reason: "NotOwned".into(),
-                        message: format!(
-                            "already exists and is not managed by gitopsd for environment {env}; to hand it over, \
-                             label it {}={},{}={env}, or delete it",
-                            super::MANAGED_BY_LABEL,
-                            super::MANAGED_BY_VALUE,
-                            super::ENV_LABEL
-                        ),
-                    },
-                )),
-                // Not there, ours, or of a kind this commit's CRDs bring: nothing to take over.
-                Ok(_) | Err(KubeError::UnknownKind { .. }) => None,
-                Err(e) => Some(ObjectFailure::new(m, e)),
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .filter_map(|f| async move { f })
-        .collect()
-        .await;
-    failures.sort_by(|a, b| a.key.cmp(&b.key));
-    failures
+    failures_of(objects, concurrency, |m| async move {
+        match cluster.get(m).await {
+            Ok(Some(live)) if !cluster.owns(&live) => Some(ObjectFailure::new(
+                m,
+                KubeError::Api {
+                    object: m.key.to_string(),
+                    verb: "apply",
+                    code: 409,
+                    reason: "NotOwned".into(),
+                    message: format!(
+                        "already exists and is not managed by gitopsd for environment {env}; to hand it over, \
+                         label it {}={},{}={env}, or delete it",
+                        super::MANAGED_BY_LABEL,
+                        super::MANAGED_BY_VALUE,
+                        super::ENV_LABEL
+                    ),
+                },
+            )),
+            // Not there, ours, or of a kind this commit's CRDs bring: nothing to take over.
+            Ok(_) | Err(KubeError::UnknownKind { .. }) => None,
+            Err(e) => Some(ObjectFailure::new(m, e)),
+        }
+    })
+    .await
 }
 
 /// Dry-runs objects again (the deferred ones, once their Namespaces and CRDs exist).
@@ -232,14 +220,29 @@ pub async fn dry_run_all(
     objects: &[&Manifest],
     concurrency: usize,
 ) -> Vec<ObjectFailure> {
+    failures_of(objects, concurrency, |m| async move {
+        cluster
+            .dry_run(m)
+            .await
+            .err()
+            .map(|e| ObjectFailure::new(m, e))
+    })
+    .await
+}
+
+/// Runs `check` on every object (at most `concurrency` at once) and returns the failures it
+/// reports, sorted by object.
+async fn failures_of<'a, F, Fut>(
+    objects: &[&'a Manifest],
+    concurrency: usize,
+    check: F,
+) -> Vec<ObjectFailure>
+where
+    F: Fn(&'a Manifest) -> Fut,
+    Fut: std::future::Future<Output = Option<ObjectFailure>>,
+{
     let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
-        .map(|m| async move {
-            cluster
-                .dry_run(m)
-                .await
-                .err()
-                .map(|e| ObjectFailure::new(m, e))
-        })
+        .map(check)
         .buffer_unordered(concurrency.max(1))
         .filter_map(|f| async move { f })
         .collect()

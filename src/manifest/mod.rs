@@ -145,6 +145,17 @@ pub struct FileEntry {
     pub bytes: Vec<u8>,
 }
 
+/// The (group, kind) a CustomResourceDefinition manifest defines, if `m` is one.
+pub fn crd_defined_kind(m: &Manifest) -> Option<(String, String)> {
+    if !m.key.is_crd() {
+        return None;
+    }
+    let spec = m.body.get("spec")?;
+    let group = spec.get("group")?.as_str()?.to_string();
+    let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
+    Some((group, kind))
+}
+
 /// Whether a path is read as manifests (`.yaml` / `.yml`); everything else is ignored.
 pub fn is_manifest_path(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();

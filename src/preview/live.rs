@@ -241,13 +241,7 @@ async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, Pre
         .collect();
     let new_kinds: BTreeSet<(String, String)> = kube
         .iter()
-        .filter(|m| m.key.is_crd())
-        .filter_map(|m| {
-            let spec = m.body.get("spec")?;
-            let group = spec.get("group")?.as_str()?.to_string();
-            let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
-            Some((group, kind))
-        })
+        .filter_map(|m| crate::manifest::crd_defined_kind(m))
         .collect();
     let concurrency = cfg.apply_concurrency.max(1);
     let outcomes: Vec<Outcome> = futures::stream::iter(kube.iter().map(|m| {
