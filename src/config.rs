@@ -71,6 +71,11 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
+    /// This gitopsd's name on the objects and buckets it owns (a DNS label), so two
+    /// repositories whose environments share a name never touch each other's objects.
+    /// Defaults to a stable value derived from the repository URL (see [`HostConfig::instance`]).
+    #[serde(default)]
+    pub instance: Option<String>,
     pub repository: RepositoryConfig,
     #[serde(default = "default_notes_ref")]
     pub notes_ref: String,
@@ -110,7 +115,7 @@ pub struct AuthConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
     pub name: String,
@@ -138,9 +143,27 @@ pub struct EnvironmentConfig {
     /// Take over fields another field manager owns (server-side apply `force`).
     #[serde(default)]
     pub force_conflicts: bool,
+    /// What to do when a managed field is changed by hand or an owned object is deleted.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+    /// How often buckets (which have no watch) are re-read for drift.
+    #[serde(default = "default_drift_interval", with = "humantime_serde")]
+    pub drift_interval: Duration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    /// Re-apply what differs from git.
+    #[default]
+    Correct,
+    /// Log, count and note it; change nothing.
+    Report,
+    /// Do not look.
+    Off,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// Defaults to the usual kubeconfig discovery when absent.
@@ -148,7 +171,7 @@ pub struct KubernetesConfig {
     pub context: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub endpoint: Option<String>,
@@ -161,7 +184,7 @@ pub struct S3Config {
     pub secret_access_key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     #[serde(default = "default_health_timeout", with = "humantime_serde")]
@@ -179,7 +202,7 @@ impl Default for HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheck {
     pub url: String,
@@ -244,6 +267,9 @@ fn default_concurrency() -> usize {
 }
 fn default_region() -> String {
     "us-east-1".to_string()
+}
+fn default_drift_interval() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_health_timeout() -> Duration {
     Duration::from_secs(300)
@@ -339,6 +365,16 @@ impl HostConfig {
     pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut add = |key: String, message: String| out.push(Problem { key, message });
+        if let Some(name) = &self.instance
+            && !is_dns_label(name)
+        {
+            add(
+                "instance".into(),
+                format!(
+                    "{name:?} is not a DNS label (1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit)"
+                ),
+            );
+        }
         let repo = &self.repository;
         let scheme = url_scheme(&repo.url);
         match scheme {
@@ -527,6 +563,19 @@ impl HostConfig {
         out
     }
 
+    /// The instance name: configured, or `gitopsd-` and 10 hex digits of a hash of the
+    /// repository URL (without credentials), stable across restarts and hosts.
+    pub fn instance(&self) -> String {
+        if let Some(name) = &self.instance {
+            return name.clone();
+        }
+        use sha2::Digest;
+        let url = crate::git::redact_url(&self.repository.url);
+        let digest = sha2::Sha256::digest(url.trim_end_matches('/').as_bytes());
+        let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        format!("gitopsd-{hex}")
+    }
+
     pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
         self.environments.iter().find(|e| e.name == name)
     }
@@ -614,7 +663,8 @@ pub fn url_scheme(url: &str) -> UrlScheme<'_> {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// Whether `s` is an RFC 1123 DNS label (what a label value and a bucket tag both accept).
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

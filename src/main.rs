@@ -125,7 +125,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config: path } => {
             let config = load(&path)?;
             let shutdown = tokio_util::sync::CancellationToken::new();
-            daemon::run(path, config, shutdown).await?;
+            reconcile::scheduler::run(path, config, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { config, env } => {

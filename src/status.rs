@@ -101,7 +101,49 @@ pub struct Record {
     /// Free-form remarks (e.g. why a prune was refused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    /// The commit whose render this step left applied in the cluster, whatever the outcome
+    /// (this commit, or the one a rollback returned to); absent when nothing was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
+    /// Changes found in the cluster by hand (the most recent [`MAX_DRIFT_ENTRIES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
     pub version: String,
+}
+
+/// How many drift entries a record keeps.
+pub const MAX_DRIFT_ENTRIES: usize = 10;
+/// How many objects a drift entry names.
+pub const MAX_DRIFT_OBJECTS: usize = 20;
+
+/// Objects found changed or deleted in the cluster, and whether gitopsd put them back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub at: String,
+    /// `Kind namespace/name` of the drifted objects (at most [`MAX_DRIFT_OBJECTS`]).
+    pub objects: Vec<String>,
+    /// How many objects drifted in all.
+    pub count: usize,
+    pub corrected: bool,
+}
+
+impl Record {
+    /// Appends a drift entry, keeping the most recent [`MAX_DRIFT_ENTRIES`].
+    pub fn push_drift(&mut self, objects: &[String], corrected: bool) {
+        self.push_drift_at(&now_rfc3339(), objects, corrected);
+    }
+
+    /// [`Record::push_drift`] with the time given.
+    pub fn push_drift_at(&mut self, at: &str, objects: &[String], corrected: bool) {
+        self.drift.push(Drift {
+            at: at.to_string(),
+            objects: objects.iter().take(MAX_DRIFT_OBJECTS).cloned().collect(),
+            count: objects.len(),
+            corrected,
+        });
+        let excess = self.drift.len().saturating_sub(MAX_DRIFT_ENTRIES);
+        self.drift.drain(..excess);
+    }
 }
 
 impl Record {
@@ -118,6 +160,8 @@ impl Record {
             rolling_back: false,
             buckets: None,
             messages: Vec::new(),
+            applied: None,
+            drift: Vec::new(),
             version: crate::VERSION.to_string(),
         }
     }
@@ -274,6 +318,8 @@ pub struct EnvHistory {
     pub pinned: BTreeMap<String, String>,
     /// Every record for this environment by commit.
     pub records: BTreeMap<String, Record>,
+    /// (commit, when) of the render most recently applied to the cluster, whatever its outcome.
+    pub last_applied: Option<(String, String)>,
 }
 
 /// Builds each environment's history from `(commit, note text)` pairs.
@@ -295,6 +341,20 @@ pub fn history<'a>(notes: impl IntoIterator<Item = (String, &'a str)>, env: &str
         }
         if let Some(reason) = &record.pinned {
             h.pinned.insert(commit.clone(), reason.clone());
+        }
+        // Re-applications (rollback targets, manual rollbacks) apply this commit again.
+        let reapplied = record
+            .reapplied
+            .iter()
+            .map(|r| (commit.clone(), r.at.clone()));
+        let own = record
+            .applied
+            .clone()
+            .map(|applied| (applied, record.finished.clone()));
+        for (applied, at) in own.into_iter().chain(reapplied) {
+            if h.last_applied.as_ref().is_none_or(|(_, best)| at > *best) {
+                h.last_applied = Some((applied, at));
+            }
         }
         h.records.insert(commit, record.clone());
     }

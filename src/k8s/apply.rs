@@ -23,6 +23,12 @@ pub struct ObjectFailure {
     pub error: KubeError,
 }
 
+/// The first failure that may succeed later (throttling, server errors, lost connections):
+/// such a pass is retried, never recorded as the commit's fault.
+pub fn first_transient(failures: &[ObjectFailure]) -> Option<&ObjectFailure> {
+    failures.iter().find(|f| f.error.is_transient())
+}
+
 impl ObjectFailure {
     fn new(m: &Manifest, error: KubeError) -> ObjectFailure {
         ObjectFailure {
@@ -80,6 +86,22 @@ pub fn is_bootstrap(m: &Manifest) -> bool {
             && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
 }
 
+/// Dry-runs `m`; keeps only whether it exists already (the answer carries a resourceVersion; a
+/// dry-run create has none), not the answer: thousands of full objects would dominate memory.
+async fn dry_run_existing<'a>(
+    cluster: &Cluster,
+    m: &'a Manifest,
+) -> (&'a Manifest, Result<bool, KubeError>) {
+    let existed = cluster.dry_run(m).await.map(|answer| {
+        answer
+            .metadata
+            .resource_version
+            .as_deref()
+            .is_some_and(|rv| !rv.is_empty())
+    });
+    (m, existed)
+}
+
 /// Server-side dry-run of every object. Objects in a Namespace, or of a kind, that this same
 /// commit creates are deferred rather than failed: they are dry-run once those exist.
 pub async fn validate<'a>(
@@ -97,23 +119,16 @@ pub async fn validate<'a>(
         .iter()
         .filter_map(|m| crate::manifest::crd_defined_kind(m))
         .collect();
-    let results: Vec<(&Manifest, Result<_, KubeError>)> =
-        futures::stream::iter(objects.iter().copied())
-            // Keep only what is needed of each answer (whether the object exists), not the
-            // answers themselves: thousands of full objects would dominate memory.
-            .map(|m| async move {
-                let existed = cluster.dry_run(m).await.map(|answer| {
-                    answer
-                        .metadata
-                        .resource_version
-                        .as_deref()
-                        .is_some_and(|rv| !rv.is_empty())
-                });
-                (m, existed)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    // Futures are built before they are streamed: a stream holding a closure over borrowed
+    // manifests is not `Send` for the task that runs it (rust-lang/rust#102211).
+    let pending: Vec<_> = objects
+        .iter()
+        .map(|m| dry_run_existing(cluster, m))
+        .collect();
+    let results: Vec<(&Manifest, Result<bool, KubeError>)> = futures::stream::iter(pending)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     // Roles (kind, namespace, name) this commit brings: a binding to one of them is checked by
     // the apiserver against the role's rules unless the caller may `bind`, which needs the role.
     let roles: BTreeSet<(String, Option<String>, String)> = all_desired
@@ -182,13 +197,13 @@ pub async fn validate<'a>(
 /// Of the objects a commit creates, those that already exist without gitopsd's ownership labels
 /// for this environment. Applying would label someone else's object as gitopsd's (and a later
 /// prune would delete it), so they fail validation: hand one over by labelling it, or delete it.
-pub async fn not_owned_existing(
+pub async fn not_owned_existing<'a>(
     cluster: &Cluster,
-    objects: &[&Manifest],
+    objects: &[&'a Manifest],
     concurrency: usize,
 ) -> Vec<ObjectFailure> {
-    let env = cluster.environment();
-    failures_of(objects, concurrency, |m| async move {
+    // Closures annotated with `'a`: futures holding them must be `Send` (rust-lang/rust#102211).
+    failures_of(objects, concurrency, |m: &'a Manifest| async move {
         match cluster.get(m).await {
             Ok(Some(live)) if !cluster.owns(&live) => Some(ObjectFailure::new(
                 m,
@@ -197,13 +212,7 @@ pub async fn not_owned_existing(
                     verb: "apply",
                     code: 409,
                     reason: "NotOwned".into(),
-                    message: format!(
-                        "already exists and is not managed by gitopsd for environment {env}; to hand it over, \
-                         label it {}={},{}={env}, or delete it",
-                        super::MANAGED_BY_LABEL,
-                        super::MANAGED_BY_VALUE,
-                        super::ENV_LABEL
-                    ),
+                    message: not_owned_message(cluster),
                 },
             )),
             // Not there, ours, or of a kind this commit's CRDs bring: nothing to take over.
@@ -214,13 +223,27 @@ pub async fn not_owned_existing(
     .await
 }
 
+/// How to hand an existing object over to this instance.
+fn not_owned_message(cluster: &Cluster) -> String {
+    format!(
+        "already exists and is not managed by gitopsd instance {instance} for environment {env}; \
+         to hand it over, label it {}={},{}={instance},{}={env} (or run `gitopsd adopt`), or delete it",
+        super::MANAGED_BY_LABEL,
+        super::MANAGED_BY_VALUE,
+        super::INSTANCE_LABEL,
+        super::ENV_LABEL,
+        instance = cluster.instance(),
+        env = cluster.environment(),
+    )
+}
+
 /// Dry-runs objects again (the deferred ones, once their Namespaces and CRDs exist).
-pub async fn dry_run_all(
+pub async fn dry_run_all<'a>(
     cluster: &Cluster,
-    objects: &[&Manifest],
+    objects: &[&'a Manifest],
     concurrency: usize,
 ) -> Vec<ObjectFailure> {
-    failures_of(objects, concurrency, |m| async move {
+    failures_of(objects, concurrency, |m: &'a Manifest| async move {
         cluster
             .dry_run(m)
             .await
@@ -241,57 +264,85 @@ where
     F: Fn(&'a Manifest) -> Fut,
     Fut: std::future::Future<Output = Option<ObjectFailure>>,
 {
-    let mut failures: Vec<ObjectFailure> = futures::stream::iter(objects.iter().copied())
-        .map(check)
+    let pending: Vec<Fut> = objects.iter().map(|m| check(m)).collect();
+    let mut failures: Vec<ObjectFailure> = futures::stream::iter(pending)
         .buffer_unordered(concurrency.max(1))
-        .filter_map(|f| async move { f })
-        .collect()
-        .await;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     failures.sort_by(|a, b| a.key.cmp(&b.key));
     failures
 }
 
-/// Applies objects phase by phase. Stops after the first phase with a failure (later phases
-/// depend on earlier ones). Returns what was applied, each with whether the server's answer
-/// already shows it healthy, and the failures.
-pub async fn apply_all(
+/// What the server answered to one apply: all a pass keeps of it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The manifest's key (namespace as written).
+    pub key: ObjectKey,
+    /// The answer already shows the object healthy.
+    pub healthy: bool,
+    pub generation: i64,
+    /// Fingerprint of the fields gitopsd manages, as the server stored them.
+    pub managed: Option<u64>,
+}
+
+fn applied(m: &Manifest, answer: &kube::api::DynamicObject) -> Applied {
+    let value = serde_json::to_value(answer).unwrap_or_default();
+    Applied {
+        key: m.key.clone(),
+        healthy: super::health::assess(&m.key.group, &m.key.kind, &value)
+            == super::health::Health::Healthy,
+        generation: answer.metadata.generation.unwrap_or(0),
+        managed: super::managed::live_fingerprint(&value, super::FIELD_MANAGER),
+    }
+}
+
+/// Applies `m`, keeping only what a pass needs of the answer.
+async fn apply_one<'a>(
     cluster: &Cluster,
-    objects: &[&Manifest],
+    m: &'a Manifest,
+    force: bool,
+) -> (&'a Manifest, Result<Applied, KubeError>) {
+    let answer = if force {
+        cluster.apply_forced(m).await
+    } else {
+        cluster.apply(m).await
+    };
+    (m, answer.map(|a| applied(m, &a)))
+}
+
+/// Applies objects phase by phase (`force` takes fields back from other managers). Stops after
+/// the first phase with a failure (later phases depend on earlier ones). Returns what was
+/// applied and the failures.
+pub async fn apply_all<'a>(
+    cluster: &Cluster,
+    objects: &[&'a Manifest],
     concurrency: usize,
-) -> (Vec<(ObjectKey, bool)>, Vec<ObjectFailure>) {
-    let mut applied = Vec::new();
+    force: bool,
+) -> (Vec<Applied>, Vec<ObjectFailure>) {
+    let mut done = Vec::new();
     let phases = by_phase(cluster, objects).await;
     for (index, phase) in phases.iter().enumerate() {
         if phase.is_empty() {
             continue;
         }
-        let results: Vec<(&Manifest, Result<_, KubeError>)> =
-            futures::stream::iter(phase.iter().copied())
-                // The answer carries the object's state; keep only whether it is already healthy.
-                .map(|m| async move {
-                    let healthy = cluster.apply(m).await.map(|answer| {
-                        serde_json::to_value(&answer)
-                            .map(|v| {
-                                super::health::assess(&m.key.group, &m.key.kind, &v)
-                                    == super::health::Health::Healthy
-                            })
-                            .unwrap_or(false)
-                    });
-                    (m, healthy)
-                })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
+        let pending: Vec<_> = phase.iter().map(|m| apply_one(cluster, m, force)).collect();
+        let results: Vec<(&Manifest, Result<Applied, KubeError>)> = futures::stream::iter(pending)
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
         let mut failures = Vec::new();
         for (m, result) in results {
             match result {
-                Ok(healthy) => applied.push((m.key.clone(), healthy)),
+                Ok(a) => done.push(a),
                 Err(e) => failures.push(ObjectFailure::new(m, e)),
             }
         }
         if !failures.is_empty() {
             failures.sort_by(|a, b| a.key.cmp(&b.key));
-            return (applied, failures);
+            return (done, failures);
         }
         if index == 0 {
             let crds: Vec<String> = phase.iter().map(|m| m.key.name.clone()).collect();
@@ -300,11 +351,11 @@ pub async fn apply_all(
                     .iter()
                     .map(|m| ObjectFailure::new(m, clone_timeout(&e)))
                     .collect();
-                return (applied, failures);
+                return (done, failures);
             }
         }
     }
-    (applied, Vec::new())
+    (done, Vec::new())
 }
 
 fn clone_timeout(e: &KubeError) -> KubeError {
@@ -323,14 +374,25 @@ pub struct Deletions {
     pub failures: Vec<ObjectFailure>,
 }
 
+async fn delete_one<'a>(
+    cluster: &Cluster,
+    m: &'a Manifest,
+) -> (&'a Manifest, Result<DeleteOutcome, KubeError>) {
+    (m, cluster.delete(m).await)
+}
+
 /// Deletes objects in reverse dependency order; only objects gitopsd owns are touched.
-pub async fn delete_all(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Deletions {
+pub async fn delete_all<'a>(
+    cluster: &Cluster,
+    objects: &[&'a Manifest],
+    concurrency: usize,
+) -> Deletions {
     let mut out = Deletions::default();
     let phases = by_phase(cluster, objects).await;
     for phase in phases.iter().rev() {
+        let pending: Vec<_> = phase.iter().map(|m| delete_one(cluster, m)).collect();
         let results: Vec<(&Manifest, Result<DeleteOutcome, KubeError>)> =
-            futures::stream::iter(phase.iter().copied())
-                .map(|m| async move { (m, cluster.delete(m).await) })
+            futures::stream::iter(pending)
                 .buffer_unordered(concurrency.max(1))
                 .collect()
                 .await;

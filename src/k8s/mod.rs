@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod health;
+pub mod live;
+pub mod managed;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,10 +22,12 @@ use crate::manifest::{Manifest, ObjectKey};
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "gitopsd";
-/// Ownership: gitopsd only ever deletes objects carrying both labels with its environment.
+/// Ownership: gitopsd only ever changes or deletes objects carrying these labels with its own
+/// instance and environment.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "gitopsd";
 pub const ENV_LABEL: &str = "gitopsd.dev/environment";
+pub const INSTANCE_LABEL: &str = "gitopsd.dev/instance";
 pub const ENV_ANNOTATION: &str = "gitopsd.dev/environment";
 
 #[derive(Debug, thiserror::Error)]
@@ -122,11 +126,13 @@ pub enum DeleteOutcome {
 pub struct OwnedObject {
     pub key: ObjectKey,
     pub api_version: String,
+    pub resource: ApiResource,
 }
 
 /// One environment's cluster.
 pub struct Cluster {
     client: Client,
+    instance: String,
     env: String,
     default_namespace: String,
     force: bool,
@@ -137,6 +143,7 @@ impl Cluster {
     /// Builds a client from the environment's kubeconfig (and context).
     pub async fn connect(
         k8s: &KubernetesConfig,
+        instance: &str,
         env: &EnvironmentConfig,
     ) -> Result<Cluster, KubeError> {
         let options = KubeConfigOptions {
@@ -167,15 +174,23 @@ impl Cluster {
         let client = Client::try_from(config).map_err(|e| config_err(e.to_string()))?;
         Ok(Cluster::new(
             client,
+            instance,
             &env.name,
             &env.namespace,
             env.force_conflicts,
         ))
     }
 
-    pub fn new(client: Client, env: &str, default_namespace: &str, force: bool) -> Cluster {
+    pub fn new(
+        client: Client,
+        instance: &str,
+        env: &str,
+        default_namespace: &str,
+        force: bool,
+    ) -> Cluster {
         Cluster {
             client,
+            instance: instance.to_string(),
             env: env.to_string(),
             default_namespace: default_namespace.to_string(),
             force,
@@ -189,6 +204,44 @@ impl Cluster {
 
     pub fn environment(&self) -> &str {
         &self.env
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Label selector of the objects this instance owns for this environment.
+    pub fn selector(&self) -> String {
+        format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{INSTANCE_LABEL}={},{ENV_LABEL}={}",
+            self.instance, self.env
+        )
+    }
+
+    /// The identity of `m` as the cluster reports it (namespace defaulted or dropped), with the
+    /// API resource it lives in; `None` for kinds the cluster does not serve (yet).
+    pub async fn live_key(
+        &self,
+        m: &Manifest,
+    ) -> Result<Option<(ObjectKey, ApiResource)>, KubeError> {
+        match self.target(m).await {
+            Ok(t) => Ok(Some((
+                ObjectKey {
+                    group: m.key.group.clone(),
+                    kind: m.key.kind.clone(),
+                    namespace: t.namespace,
+                    name: t.name,
+                },
+                t.resource,
+            ))),
+            Err(KubeError::UnknownKind { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets discovered kinds (after CRDs change).
+    pub async fn forget_kinds(&self) {
+        self.kinds.lock().await.clear();
     }
 
     /// Resolves a kind through discovery (cached; a miss asks again, so CRDs created a moment ago
@@ -278,6 +331,7 @@ impl Cluster {
                     .or_insert_with(|| Value::Object(Default::default()));
                 if let Some(labels) = labels.as_object_mut() {
                     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+                    labels.insert(INSTANCE_LABEL.into(), Value::String(self.instance.clone()));
                     labels.insert(ENV_LABEL.into(), Value::String(self.env.clone()));
                 }
                 let annotations = meta
@@ -291,9 +345,9 @@ impl Cluster {
         body
     }
 
-    fn patch_params(&self, dry_run: bool) -> PatchParams {
+    fn patch_params(&self, dry_run: bool, force: bool) -> PatchParams {
         let mut params = PatchParams::apply(FIELD_MANAGER).validation_strict();
-        if self.force {
+        if self.force || force {
             params = params.force();
         }
         if dry_run {
@@ -302,7 +356,12 @@ impl Cluster {
         params
     }
 
-    async fn patch(&self, m: &Manifest, dry_run: bool) -> Result<DynamicObject, KubeError> {
+    async fn patch(
+        &self,
+        m: &Manifest,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<DynamicObject, KubeError> {
         let target = self.target(m).await?;
         let body = self.desired_object(m, &target);
         let verb = if dry_run { "dry-run apply" } else { "apply" };
@@ -310,7 +369,7 @@ impl Cluster {
             .api
             .patch(
                 &target.name,
-                &self.patch_params(dry_run),
+                &self.patch_params(dry_run, force),
                 &Patch::Apply(&body),
             )
             .await
@@ -319,12 +378,18 @@ impl Cluster {
 
     /// Server-side dry-run of a server-side apply: admission, schema and conflicts, no change.
     pub async fn dry_run(&self, m: &Manifest) -> Result<DynamicObject, KubeError> {
-        self.patch(m, true).await
+        self.patch(m, true, false).await
     }
 
     /// Server-side apply with field manager `gitopsd`.
     pub async fn apply(&self, m: &Manifest) -> Result<DynamicObject, KubeError> {
-        self.patch(m, false).await
+        self.patch(m, false, false).await
+    }
+
+    /// Server-side apply that takes back fields another manager took over (drift correction:
+    /// the fields were gitopsd's, and git says what they must be).
+    pub async fn apply_forced(&self, m: &Manifest) -> Result<DynamicObject, KubeError> {
+        self.patch(m, false, true).await
     }
 
     /// The live object, if any.
@@ -337,11 +402,12 @@ impl Cluster {
             .map_err(|e| KubeError::from_kube(&describe(m, &target), "get", e))
     }
 
-    /// Whether a live object is gitopsd's for this environment.
+    /// Whether a live object is this instance's for this environment.
     pub fn owns(&self, obj: &DynamicObject) -> bool {
         let labels = obj.metadata.labels.as_ref();
         let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
         label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+            && label(INSTANCE_LABEL) == Some(self.instance.as_str())
             && label(ENV_LABEL) == Some(self.env.as_str())
     }
 
@@ -362,7 +428,14 @@ impl Cluster {
         let Some(live) = live else {
             return Ok(DeleteOutcome::AlreadyGone);
         };
-        if !self.owns(&live) {
+        // Objects made by other objects (EndpointSlices copy their Service's labels) are
+        // their owner's business, never ours to prune.
+        let made_by_other = live
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|r| !r.is_empty());
+        if !self.owns(&live) || made_by_other {
             return Ok(DeleteOutcome::NotOwned);
         }
         let mut params = DeleteParams::background();
@@ -421,16 +494,23 @@ impl Cluster {
         Ok(())
     }
 
-    /// Everything in the cluster labelled as gitopsd's for this environment (all listable kinds).
+    /// Everything in the cluster labelled as this instance's for this environment (all listable
+    /// kinds), except objects made by other objects (`ownerReferences`).
     pub async fn owned_objects(&self) -> Result<Vec<OwnedObject>, KubeError> {
+        self.labelled_objects(&self.selector(), false).await
+    }
+
+    /// Objects matching `selector` in every listable kind, with their API resource;
+    /// `with_dependents` keeps objects that have `ownerReferences`.
+    pub async fn labelled_objects(
+        &self,
+        selector: &str,
+        with_dependents: bool,
+    ) -> Result<Vec<OwnedObject>, KubeError> {
         let discovery = Discovery::new(self.client.clone())
             .run()
             .await
             .map_err(|e| KubeError::from_kube("cluster", "discover", e))?;
-        let selector = format!(
-            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ENV_LABEL}={}",
-            self.env
-        );
         let mut out = Vec::new();
         for group in discovery.groups() {
             for (resource, caps) in group.recommended_resources() {
@@ -444,7 +524,7 @@ impl Cluster {
                 }
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
                 let list = match api
-                    .list_metadata(&ListParams::default().labels(&selector))
+                    .list_metadata(&ListParams::default().labels(selector))
                     .await
                 {
                     Ok(list) => list,
@@ -458,6 +538,14 @@ impl Cluster {
                     let Some(name) = item.metadata.name.clone() else {
                         continue;
                     };
+                    let dependent = item
+                        .metadata
+                        .owner_references
+                        .as_ref()
+                        .is_some_and(|r| !r.is_empty());
+                    if dependent && !with_dependents {
+                        continue;
+                    }
                     out.push(OwnedObject {
                         key: ObjectKey {
                             group: resource.group.clone(),
@@ -466,6 +554,7 @@ impl Cluster {
                             name,
                         },
                         api_version: resource.api_version.clone(),
+                        resource: resource.clone(),
                     });
                 }
             }

@@ -91,10 +91,10 @@ pub fn prepare(
 }
 
 /// Runs the live comparison; `git` is the git-only report (its buckets are kept).
-pub async fn run(git: Report, prepared: Prepared) -> Result<Report, PreviewError> {
+pub async fn run(git: Report, prepared: Prepared, instance: &str) -> Result<Report, PreviewError> {
     let mut environments = Vec::with_capacity(prepared.envs.len());
     for (env, git_env) in prepared.envs.into_iter().zip(git.environments) {
-        environments.push(live_env(env, git_env).await?);
+        environments.push(live_env(env, git_env, instance).await?);
     }
     Ok(Report {
         live: true,
@@ -195,7 +195,11 @@ async fn one(
     }
 }
 
-async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, PreviewError> {
+async fn live_env(
+    env: PreparedEnv,
+    git_env: EnvReport,
+    instance: &str,
+) -> Result<EnvReport, PreviewError> {
     let mut report = EnvReport {
         name: env.input.name.clone(),
         path: env.input.path.clone(),
@@ -233,7 +237,7 @@ async fn live_env(env: PreparedEnv, git_env: EnvReport) -> Result<EnvReport, Pre
         report.count();
         return Ok(report);
     };
-    let cluster = Cluster::connect(&k8s, cfg).await?;
+    let cluster = Cluster::connect(&k8s, instance, cfg).await?;
     let new_namespaces: BTreeSet<String> = kube
         .iter()
         .filter(|m| m.key.is_namespace())

@@ -311,7 +311,10 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
     .map_err(|e| PreviewError::Task(e.to_string()))??;
     match prepared {
         None => Ok(git_report),
-        Some(prepared) => live::run(git_report, prepared).await,
+        Some(prepared) => {
+            let instance = config.map(|c| c.instance()).unwrap_or_default();
+            live::run(git_report, prepared, &instance).await
+        }
     }
 }
 

@@ -396,33 +396,39 @@ pub async fn plan_objects(
         }
     }
     plan.head_requests = u32::try_from(to_head.len()).unwrap_or(u32::MAX);
-    let heads: Vec<(&String, bool)> = futures::stream::iter(to_head)
-        .map(|(key, file, sha)| async move {
-            let head = client
-                .head_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| S3Error::from_sdk(bucket, "HeadObject", Some(key), &e))?;
-            let mut same = true;
-            if let Some(sha) = sha {
-                same &= head
-                    .metadata()
-                    .and_then(|m| m.get(SHA256_METADATA))
-                    .is_some_and(|s| s.eq_ignore_ascii_case(&sha));
-            }
-            if verify_headers {
-                let norm = |s: &str| s.replace(' ', "").to_ascii_lowercase();
-                let want_type = content_type(&file.path, &sync.content_types);
-                same &= head.content_type().map(norm) == Some(norm(&want_type));
-                same &= head.cache_control().map(norm) == sync.cache_control.as_deref().map(norm);
-            }
-            Ok::<_, S3Error>((key, same))
-        })
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let heads: Vec<(&String, bool)> = futures::stream::iter(
+        // Futures built before streaming: a stream holding this closure is not `Send` (rust-lang/rust#102211).
+        to_head
+            .into_iter()
+            .map(|(key, file, sha)| async move {
+                let head = client
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| S3Error::from_sdk(bucket, "HeadObject", Some(key), &e))?;
+                let mut same = true;
+                if let Some(sha) = sha {
+                    same &= head
+                        .metadata()
+                        .and_then(|m| m.get(SHA256_METADATA))
+                        .is_some_and(|s| s.eq_ignore_ascii_case(&sha));
+                }
+                if verify_headers {
+                    let norm = |s: &str| s.replace(' ', "").to_ascii_lowercase();
+                    let want_type = content_type(&file.path, &sync.content_types);
+                    same &= head.content_type().map(norm) == Some(norm(&want_type));
+                    same &=
+                        head.cache_control().map(norm) == sync.cache_control.as_deref().map(norm);
+                }
+                Ok::<_, S3Error>((key, same))
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .try_collect()
+    .await?;
     for (key, same) in heads {
         if same {
             plan.unchanged += 1;
@@ -621,30 +627,35 @@ async fn upload_parts(
         .enumerate()
         .map(|(i, c)| (i32::try_from(i + 1).unwrap_or(i32::MAX), c))
         .collect();
-    let mut parts: Vec<CompletedPart> = futures::stream::iter(chunks)
-        .map(|(number, chunk)| async move {
-            counters.write_calls.fetch_add(1, Ordering::Relaxed);
-            let resp = client
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_md5(BASE64.encode(Md5::digest(chunk)))
-                .body(ByteStream::from(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| S3Error::from_sdk(bucket, "UploadPart", Some(key), &e))?;
-            Ok::<_, S3Error>(
-                CompletedPart::builder()
+    let mut parts: Vec<CompletedPart> = futures::stream::iter(
+        // Futures built before streaming: a stream holding this closure is not `Send` (rust-lang/rust#102211).
+        chunks
+            .into_iter()
+            .map(|(number, chunk)| async move {
+                counters.write_calls.fetch_add(1, Ordering::Relaxed);
+                let resp = client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
                     .part_number(number)
-                    .set_e_tag(resp.e_tag().map(str::to_string))
-                    .build(),
-            )
-        })
-        .buffer_unordered(PART_CONCURRENCY)
-        .try_collect()
-        .await?;
+                    .content_md5(BASE64.encode(Md5::digest(chunk)))
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| S3Error::from_sdk(bucket, "UploadPart", Some(key), &e))?;
+                Ok::<_, S3Error>(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(resp.e_tag().map(str::to_string))
+                        .build(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .buffer_unordered(PART_CONCURRENCY)
+    .try_collect()
+    .await?;
     parts.sort_by_key(|p| p.part_number());
     Ok(parts)
 }

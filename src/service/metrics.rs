@@ -27,7 +27,12 @@ pub const OUTCOMES: &[&str] = &[
     "superseded",
     "error",
     "noop",
+    "drift",
+    "transient",
 ];
+
+/// Sides accepted as the `stage` label of `gitopsd_transient_retries_total`.
+pub const STAGES: &[&str] = &["git", "kubernetes", "s3", "setup", "shutdown"];
 
 /// Actions accepted as the `action` label of `gitopsd_applied_objects_total`; anything else is
 /// recorded as `other`.
@@ -50,6 +55,12 @@ struct EnvLabels {
 struct OutcomeLabels {
     environment: String,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    environment: String,
+    stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +88,7 @@ pub struct Metrics {
     git_fetch_duration: Histogram,
     git_fetch_failures: Counter,
     notes_push_retries: Counter,
+    transient_retries: Family<StageLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,6 +176,13 @@ impl Metrics {
             notes_push_retries.clone(),
         );
 
+        let transient_retries = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "transient_retries",
+            "Passes that failed for a passing reason (API 5xx/429, timeouts, lost connections) and are retried with the same commit",
+            transient_retries.clone(),
+        );
+
         Arc::new(Metrics {
             registry,
             reconciles,
@@ -175,6 +194,7 @@ impl Metrics {
             git_fetch_duration,
             git_fetch_failures,
             notes_push_retries,
+            transient_retries,
         })
     }
 
@@ -241,6 +261,17 @@ impl Metrics {
         if !ok {
             self.git_fetch_failures.inc();
         }
+    }
+
+    /// A pass of `env` failed for a reason that may pass (`stage`: one of [`STAGES`]) and will be
+    /// retried with the same commit.
+    pub fn transient_retry(&self, env: &str, stage: &str) {
+        self.transient_retries
+            .get_or_create(&StageLabels {
+                environment: env.to_owned(),
+                stage: closed_set(stage, STAGES),
+            })
+            .inc();
     }
 
     /// A notes push needed `retries` additional attempts.

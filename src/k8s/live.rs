@@ -1,0 +1,308 @@
+//! The live state of one environment's owned objects, kept by watches (kube-runtime `watcher`,
+//! one per kind in use, filtered by the instance and environment labels).
+//!
+//! Each entry keeps only what a pass needs: the fingerprint of the fields gitopsd manages, the
+//! object's health, its generation and whether another object owns it. Planning, drift detection
+//! and health waits read this cache; none of them LISTs per pass.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::health::{self, Health};
+use super::{FIELD_MANAGER, KubeError, managed};
+use crate::manifest::ObjectKey;
+
+/// How long a new watch may take to list what exists before a pass gives up (and retries).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the cache knows of one live object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveObject {
+    pub api_version: String,
+    /// Fingerprint of the fields gitopsd's apply manages (`None`: it manages none).
+    pub managed: Option<u64>,
+    /// Has `ownerReferences`: another object made it (an EndpointSlice copying its Service's
+    /// labels, say), so it is never pruned.
+    pub owned_by_other: bool,
+    pub generation: i64,
+    pub health: Health,
+}
+
+impl LiveObject {
+    /// Reads what the cache keeps from a full object.
+    pub fn from_object(
+        group: &str,
+        kind: &str,
+        api_version: &str,
+        value: &serde_json::Value,
+    ) -> Self {
+        LiveObject {
+            api_version: api_version.to_string(),
+            managed: managed::live_fingerprint(value, FIELD_MANAGER),
+            owned_by_other: value
+                .pointer("/metadata/ownerReferences")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|refs| !refs.is_empty()),
+            generation: value
+                .pointer("/metadata/generation")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0),
+            health: health::assess(group, kind, value),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: RwLock<HashMap<ObjectKey, LiveObject>>,
+    /// Keys whose managed fields changed or that disappeared since the last `take_dirty`.
+    dirty: Mutex<HashSet<ObjectKey>>,
+    /// Kinds being watched (group, kind) and whether their first list is complete.
+    kinds: Mutex<HashMap<(String, String), watch::Receiver<bool>>>,
+}
+
+/// A watch-fed cache of one environment's owned objects.
+#[derive(Clone)]
+pub struct LiveCache {
+    client: kube::Client,
+    selector: String,
+    state: Arc<State>,
+    changed: Arc<watch::Sender<u64>>,
+    cancel: CancellationToken,
+}
+
+impl LiveCache {
+    /// A cache watching objects that match `selector`; its watches stop when `cancel` fires.
+    pub fn new(client: kube::Client, selector: String, cancel: CancellationToken) -> LiveCache {
+        LiveCache {
+            client,
+            selector,
+            state: Arc::new(State::default()),
+            changed: Arc::new(watch::channel(0).0),
+            cancel,
+        }
+    }
+
+    /// Starts watching the kinds not watched yet and waits until each has listed what exists.
+    pub async fn ensure(&self, resources: &[ApiResource]) -> Result<(), KubeError> {
+        let mut waits = Vec::new();
+        for resource in resources {
+            let id = (resource.group.clone(), resource.kind.clone());
+            let mut kinds = self.state.kinds.lock().map_err(|_| poisoned())?;
+            let rx = match kinds.get(&id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(false);
+                    kinds.insert(id, rx.clone());
+                    tokio::spawn(self.clone().watch_kind(resource.clone(), tx));
+                    rx
+                }
+            };
+            waits.push((resource.kind.clone(), rx));
+        }
+        for (kind, mut rx) in waits {
+            let synced = tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|synced| *synced)).await;
+            if !matches!(synced, Ok(Ok(_))) {
+                return Err(KubeError::Timeout {
+                    what: format!("the watch of {kind} to list existing objects"),
+                    after: SYNC_TIMEOUT,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch_kind(self, resource: ApiResource, synced: watch::Sender<bool>) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let config = watcher::Config::default()
+            .labels(&self.selector)
+            .page_size(500);
+        let stream = watcher::watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        let mut listing: Option<HashSet<ObjectKey>> = None;
+        loop {
+            let event = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                event = stream.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Ok(Event::Init)) => listing = Some(HashSet::new()),
+                Some(Ok(Event::InitApply(obj))) => {
+                    if let Some(key) = self.upsert(&resource, &obj)
+                        && let Some(seen) = listing.as_mut()
+                    {
+                        seen.insert(key);
+                    }
+                }
+                Some(Ok(Event::InitDone)) => {
+                    if let Some(seen) = listing.take() {
+                        self.retain_kind(&resource, &seen);
+                    }
+                    synced.send_replace(true);
+                    self.notify();
+                }
+                Some(Ok(Event::Apply(obj))) => {
+                    self.upsert(&resource, &obj);
+                    self.notify();
+                }
+                Some(Ok(Event::Delete(obj))) => {
+                    if let Some(key) = key_of(&resource, &obj) {
+                        self.remove(&key);
+                    }
+                    self.notify();
+                }
+                // The watcher backs off and retries by itself; the cache keeps serving.
+                Some(Err(e)) => {
+                    tracing::debug!(kind = %resource.kind, error = %e, "watch interrupted; retrying")
+                }
+            }
+        }
+    }
+
+    fn upsert(&self, resource: &ApiResource, obj: &DynamicObject) -> Option<ObjectKey> {
+        let key = key_of(resource, obj)?;
+        let value = serde_json::to_value(obj).ok()?;
+        let entry = LiveObject::from_object(
+            &resource.group,
+            &resource.kind,
+            &resource.api_version,
+            &value,
+        );
+        let previous = match self.state.objects.write() {
+            Ok(mut objects) => objects.insert(key.clone(), entry.clone()),
+            Err(_) => return None,
+        };
+        if previous.is_none_or(|p| p.managed != entry.managed) {
+            self.mark_dirty(&key);
+        }
+        Some(key)
+    }
+
+    fn remove(&self, key: &ObjectKey) {
+        let removed = match self.state.objects.write() {
+            Ok(mut objects) => objects.remove(key).is_some(),
+            Err(_) => false,
+        };
+        if removed {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// After a (re)list: forget objects of the kind that the list no longer shows.
+    fn retain_kind(&self, resource: &ApiResource, seen: &HashSet<ObjectKey>) {
+        let gone: Vec<ObjectKey> = match self.state.objects.read() {
+            Ok(objects) => objects
+                .keys()
+                .filter(|k| k.group == resource.group && k.kind == resource.kind)
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for key in gone {
+            self.remove(&key);
+        }
+    }
+
+    fn mark_dirty(&self, key: &ObjectKey) {
+        if let Ok(mut dirty) = self.state.dirty.lock() {
+            dirty.insert(key.clone());
+        }
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever the cache does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Keys whose managed fields changed, or that were deleted, since the last call.
+    pub fn take_dirty(&self) -> HashSet<ObjectKey> {
+        self.state
+            .dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    /// The live object with this key (effective namespace), if it exists and is ours.
+    pub fn get(&self, key: &ObjectKey) -> Option<LiveObject> {
+        self.state.objects.read().ok()?.get(key).cloned()
+    }
+
+    /// Every cached object that gitopsd may prune: ours, and not made by another object.
+    pub fn prunable(&self) -> Vec<(ObjectKey, String)> {
+        match self.state.objects.read() {
+            Ok(objects) => objects
+                .iter()
+                .filter(|(_, o)| !o.owned_by_other)
+                .map(|(k, o)| (k.clone(), o.api_version.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Number of cached objects.
+    pub fn len(&self) -> usize {
+        self.state.objects.read().map(|o| o.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn key_of(resource: &ApiResource, obj: &DynamicObject) -> Option<ObjectKey> {
+    Some(ObjectKey {
+        group: resource.group.clone(),
+        kind: resource.kind.clone(),
+        namespace: obj.metadata.namespace.clone(),
+        name: obj.metadata.name.clone()?,
+    })
+}
+
+fn poisoned() -> KubeError {
+    KubeError::Transport {
+        object: "live cache".into(),
+        verb: "lock",
+        message: "a watch task panicked while holding the cache".into(),
+    }
+}
+
+/// Health of the given objects from the cache: `Failed` ones first, then those still
+/// progressing (missing, or older than the generation an apply returned).
+pub fn assess(
+    cache: &LiveCache,
+    keys: &[(ObjectKey, i64)],
+) -> (Vec<(ObjectKey, String)>, Vec<(ObjectKey, String)>) {
+    let mut failed = Vec::new();
+    let mut progressing = Vec::new();
+    for (key, min_generation) in keys {
+        match cache.get(key) {
+            None => progressing.push((key.clone(), "object does not exist".to_string())),
+            Some(o) if o.generation < *min_generation => progressing.push((
+                key.clone(),
+                format!("generation {min_generation} not seen yet"),
+            )),
+            Some(o) => match o.health {
+                Health::Healthy => {}
+                Health::Progressing(r) => progressing.push((key.clone(), r)),
+                Health::Failed(r) => failed.push((key.clone(), r)),
+            },
+        }
+    }
+    (failed, progressing)
+}

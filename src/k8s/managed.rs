@@ -1,0 +1,248 @@
+//! The fields gitopsd manages on a live object, from its server-side-apply `managedFields`.
+//!
+//! Pure: no I/O. A live object is compared with the desired one only on the fields the
+//! `gitopsd` apply manager owns (`fieldsV1` of its `Apply` entry), so fields other managers own
+//! (an HPA's `replicas`, a controller's defaults, `status`) are never a difference. The cache
+//! stores only a fingerprint (a hash) of that projection, not the object.
+
+use std::hash::{Hash, Hasher};
+
+use serde_json::{Map, Value};
+
+/// The `fieldsV1` set of `manager`'s `Apply` operation on the main resource, if any.
+pub fn fields_of<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
+    obj.pointer("/metadata/managedFields")?
+        .as_array()?
+        .iter()
+        .find(|entry| {
+            entry.get("manager").and_then(Value::as_str) == Some(manager)
+                && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+                && entry
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+        })?
+        .get("fieldsV1")
+}
+
+/// `obj` restricted to the fields in `set` (a `fieldsV1` tree: `f:` fields, `k:` keyed list
+/// items, `v:` set values, `i:` list indexes; `.` marks the node itself).
+pub fn project(obj: &Value, set: &Value) -> Value {
+    let Some(members) = set.as_object() else {
+        return obj.clone();
+    };
+    // A leaf (or atomic) field: owned as a whole.
+    if members.keys().all(|k| k == ".") {
+        return obj.clone();
+    }
+    match obj {
+        Value::Object(fields) => {
+            let mut out = Map::new();
+            for (path, sub) in members {
+                if let Some(name) = path.strip_prefix("f:")
+                    && let Some(child) = fields.get(name)
+                {
+                    out.insert(name.to_string(), project(child, sub));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(project_list(items, members)),
+        other => other.clone(),
+    }
+}
+
+/// Items of a list that `members` names, in the live order.
+fn project_list(items: &[Value], members: &Map<String, Value>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let found = members
+            .iter()
+            .find(|(path, _)| item_matches(path, index, item));
+        if let Some((path, sub)) = found {
+            if path.starts_with("v:") {
+                out.push(item.clone());
+            } else {
+                out.push(project(item, sub));
+            }
+        }
+    }
+    out
+}
+
+fn item_matches(path: &str, index: usize, item: &Value) -> bool {
+    if let Some(key) = path.strip_prefix("k:") {
+        let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else {
+            return false;
+        };
+        return key.iter().all(|(k, v)| item.get(k) == Some(v));
+    }
+    if let Some(value) = path.strip_prefix("v:") {
+        return serde_json::from_str::<Value>(value).is_ok_and(|v| v == *item);
+    }
+    if let Some(i) = path.strip_prefix("i:") {
+        return i.parse::<usize>().is_ok_and(|i| i == index);
+    }
+    false
+}
+
+/// What of a desired object its managed fields can show: everything but its identity
+/// (`apiVersion`, `kind`, `metadata.name`, `metadata.namespace`) and `status`.
+pub fn comparable(desired: &Value) -> Value {
+    let mut out = desired.clone();
+    if let Some(obj) = out.as_object_mut() {
+        obj.remove("apiVersion");
+        obj.remove("kind");
+        obj.remove("status");
+        let empty_meta = match obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            Some(meta) => {
+                meta.remove("name");
+                meta.remove("namespace");
+                meta.is_empty()
+            }
+            None => false,
+        };
+        if empty_meta {
+            obj.remove("metadata");
+        }
+    }
+    out
+}
+
+/// Fingerprint of the fields `manager` manages on a live object; `None` when it manages none.
+pub fn live_fingerprint(obj: &Value, manager: &str) -> Option<u64> {
+    fields_of(obj, manager).map(|set| fingerprint(&project(obj, set)))
+}
+
+/// Fingerprint of a desired object as sent (see [`comparable`]).
+pub fn desired_fingerprint(desired: &Value) -> u64 {
+    fingerprint(&comparable(desired))
+}
+
+/// A stable hash of a JSON value, independent of object key order.
+pub fn fingerprint(value: &Value) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hash_value(value, &mut hasher);
+    hasher.finish()
+}
+
+fn hash_value(value: &Value, h: &mut impl Hasher) {
+    match value {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => {
+            2u8.hash(h);
+            // 1 and 1.0 are the same number to the API server.
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => (f as i64).hash(h),
+                _ => n.to_string().hash(h),
+            }
+        }
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            for item in items {
+                hash_value(item, h);
+            }
+        }
+        Value::Object(fields) => {
+            (5u8, fields.len()).hash(h);
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            for k in keys {
+                k.hash(h);
+                if let Some(v) = fields.get(k) {
+                    hash_value(v, h);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn live_deployment(replicas: i64, image: &str, image_owner: &str) -> Value {
+        let mut container = json!({".": {}, "f:name": {}, "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}});
+        let mut entries = vec![
+            json!({"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
+                "fieldsV1": {"f:spec": {"f:replicas": {}}}}),
+        ];
+        if image_owner == "gitopsd" {
+            container["f:image"] = json!({});
+        } else {
+            entries.push(json!({"manager": image_owner, "operation": "Update", "apiVersion": "apps/v1",
+                "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {"f:image": {}}}}}}}}));
+        }
+        entries.insert(0, json!({"manager": "gitopsd", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}, "f:gitopsd.dev/environment": {}}},
+                "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"app\"}": container}}}}}}));
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "dev", "uid": "u1", "resourceVersion": "7",
+                "labels": {"app": "web", "gitopsd.dev/environment": "dev"},
+                "managedFields": entries},
+            "spec": {"replicas": replicas, "revisionHistoryLimit": 10,
+                "template": {"spec": {"containers": [{"name": "app", "image": image, "imagePullPolicy": "Always",
+                    "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}},
+            "status": {"replicas": replicas}
+        })
+    }
+
+    fn desired() -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "dev", "labels": {"gitopsd.dev/environment": "dev", "app": "web"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "ports": [{"containerPort": 80}]}]}}}})
+    }
+
+    #[test]
+    fn projection_keeps_only_our_fields() {
+        let live = live_deployment(5, "nginx:1", "other");
+        let set = fields_of(&live, "gitopsd").cloned();
+        assert!(set.is_some());
+        let projected = project(&live, &set.unwrap_or_default());
+        assert_eq!(projected, comparable(&desired()));
+        // Other managers' fields (replicas, image owned by someone else) are never a difference.
+        assert_eq!(
+            live_fingerprint(&live_deployment(9, "nginx:2", "other"), "gitopsd"),
+            Some(desired_fingerprint(&desired()))
+        );
+    }
+
+    #[test]
+    fn a_change_to_a_field_we_own_changes_the_fingerprint() {
+        let a = live_fingerprint(&live_deployment(1, "nginx:1", "gitopsd"), "gitopsd");
+        let b = live_fingerprint(&live_deployment(1, "nginx:2", "gitopsd"), "gitopsd");
+        assert!(a.is_some());
+        assert_ne!(a, b);
+        // Without the image in the desired object, the live one with an image we own differs.
+        assert_ne!(a, Some(desired_fingerprint(&desired())));
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_and_integral_floats() {
+        assert_eq!(
+            fingerprint(&json!({"a": 1, "b": [1, {"x": "y", "z": 2.0}]})),
+            fingerprint(&json!({"b": [1, {"z": 2, "x": "y"}], "a": 1.0}))
+        );
+        assert_ne!(fingerprint(&json!([1, 2])), fingerprint(&json!([2, 1])));
+    }
+
+    #[test]
+    fn set_values_and_indexes() {
+        let obj = json!({"finalizers": ["a", "b", "c"], "args": ["x", "y"]});
+        let set = json!({"f:finalizers": {"v:\"a\"": {}, "v:\"c\"": {}}, "f:args": {"i:1": {}}});
+        assert_eq!(
+            project(&obj, &set),
+            json!({"finalizers": ["a", "c"], "args": ["y"]})
+        );
+    }
+
+    #[test]
+    fn no_apply_entry_means_no_fingerprint() {
+        let obj = json!({"metadata": {"managedFields": [{"manager": "gitopsd", "operation": "Update", "fieldsV1": {}}]}});
+        assert_eq!(live_fingerprint(&obj, "gitopsd"), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Stage `apply`: sends exactly what differs from the live state (creates and updates in
+//! dependency order), prunes owned objects no longer desired, and syncs buckets.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::decide::{self, LivePlan, LiveView};
+use super::prepare::Prepared;
+use super::record::failure_errors;
+use super::{EnvWorker, ReconcileError};
+use crate::git::Mirror;
+use crate::k8s::apply as kapply;
+use crate::k8s::live::LiveCache;
+use crate::manifest::{Manifest, ObjectKey, Source};
+use crate::status::{Counts, ObjectError};
+
+impl LiveView for LiveCache {
+    fn managed(&self, key: &ObjectKey) -> Option<Option<u64>> {
+        self.get(key).map(|o| o.managed)
+    }
+    fn prunable(&self) -> Vec<(ObjectKey, String)> {
+        LiveCache::prunable(self)
+    }
+}
+
+/// What applying a plan did.
+#[derive(Default)]
+pub(super) struct Transition {
+    /// Kubernetes objects; buckets are counted apart.
+    pub counts: Counts,
+    pub bucket_counts: Counts,
+    /// Content errors (refusals); transient ones end the pass with an error instead.
+    pub errors: Vec<ObjectError>,
+    pub messages: Vec<String>,
+    /// Live keys applied, with the generation the server answered.
+    pub applied: HashMap<ObjectKey, i64>,
+}
+
+/// A manifest standing for a live object (only its identity matters: deletes).
+pub(super) fn inventory_manifest(key: ObjectKey, api_version: String) -> Manifest {
+    Manifest {
+        source: Source {
+            path: "(cluster)".into(),
+            line: 0,
+            document: 0,
+        },
+        body: serde_json::json!({"apiVersion": api_version, "kind": key.kind, "metadata": {"name": key.name}}),
+        key,
+        api_version,
+    }
+}
+
+impl EnvWorker {
+    /// Compares `p` with the live cache (`prune`: also list owned objects to delete).
+    pub(super) async fn plan(
+        &mut self,
+        p: &Prepared,
+        prune: bool,
+    ) -> Result<LivePlan, ReconcileError> {
+        let Some(live) = &self.live else {
+            return Ok(LivePlan::default());
+        };
+        live.ensure(&p.resources).await?;
+        let unknown = p.unresolved_keys(&self.cfg.namespace);
+        Ok(decide::plan_live(
+            &p.wanted,
+            live,
+            &self.synced,
+            prune,
+            &unknown,
+        ))
+    }
+
+    /// Applies `plan` for `p` (`force`: take back fields others took over), prunes, syncs
+    /// buckets and deletes `removed_buckets`.
+    pub(super) async fn converge(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        p: &Prepared,
+        plan: &LivePlan,
+        force: bool,
+        removed_buckets: &[crate::s3::BucketSpec],
+    ) -> Result<Transition, ReconcileError> {
+        let mut t = Transition {
+            counts: Counts {
+                unchanged: plan.unchanged,
+                ..Counts::default()
+            },
+            ..Transition::default()
+        };
+        if self.cluster.is_some() {
+            self.apply_objects(p, plan, force, &mut t).await?;
+            if t.errors.is_empty() {
+                self.prune(plan, &mut t).await?;
+            }
+        }
+        if t.errors.is_empty() {
+            self.sync_buckets(mirror, p, &mut t).await?;
+        }
+        if t.errors.is_empty() {
+            self.delete_buckets(removed_buckets, &mut t).await?;
+        }
+        Ok(t)
+    }
+
+    async fn apply_objects(
+        &mut self,
+        p: &Prepared,
+        plan: &LivePlan,
+        force: bool,
+        t: &mut Transition,
+    ) -> Result<(), ReconcileError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let created: HashSet<usize> = plan.create.iter().copied().collect();
+        let mut to_apply: Vec<&Manifest> = plan
+            .create
+            .iter()
+            .chain(&plan.update)
+            .filter_map(|i| p.manifests.get(*i).map(|m| m.as_ref()))
+            .collect();
+        to_apply.extend(p.unresolved.iter().map(|m| m.as_ref()));
+        if to_apply.is_empty() {
+            return Ok(());
+        }
+        let (applied, failures) =
+            kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency, force).await;
+        let index: HashMap<&ObjectKey, usize> = p
+            .manifests
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (&m.key, i))
+            .collect();
+        for a in &applied {
+            let Some(&i) = index.get(&a.key) else {
+                // An object of a kind this commit introduced: created.
+                t.counts.created += 1;
+                continue;
+            };
+            let Some(w) = p.wanted.get(i) else { continue };
+            if created.contains(&i) {
+                t.counts.created += 1;
+            } else {
+                t.counts.updated += 1;
+            }
+            if let Some(fp) = a.managed {
+                self.synced.insert(w.key.clone(), (w.fingerprint, fp));
+            }
+            let generation = if a.healthy { 0 } else { a.generation.max(1) };
+            t.applied.insert(w.key.clone(), generation);
+        }
+        if !p.unresolved.is_empty() {
+            // New kinds exist now: resolve them on the next pass (and watch them).
+            cluster.forget_kinds().await;
+            self.prepared = None;
+        }
+        if let Some(f) = kapply::first_transient(&failures) {
+            return Err(ReconcileError::Kube(clone_error(&f.error)));
+        }
+        t.errors.extend(failure_errors(&failures));
+        Ok(())
+    }
+
+    async fn prune(&mut self, plan: &LivePlan, t: &mut Transition) -> Result<(), ReconcileError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        if plan.delete.is_empty() {
+            return Ok(());
+        }
+        let manifests: Vec<Manifest> = plan
+            .delete
+            .iter()
+            .map(|(k, v)| inventory_manifest(k.clone(), v.clone()))
+            .collect();
+        let refs: Vec<&Manifest> = manifests.iter().collect();
+        let d = kapply::delete_all(cluster, &refs, self.cfg.apply_concurrency).await;
+        t.counts.deleted += d.deleted.len();
+        for key in &d.deleted {
+            self.synced.remove(key);
+        }
+        for key in d.not_owned {
+            t.messages.push(format!(
+                "{key} was not deleted: it is not owned by this gitopsd instance for this environment"
+            ));
+        }
+        if let Some(f) = kapply::first_transient(&d.failures) {
+            return Err(ReconcileError::Kube(clone_error(&f.error)));
+        }
+        t.errors.extend(failure_errors(&d.failures));
+        Ok(())
+    }
+}
+
+/// A copy of a Kubernetes error (they hold no sources, so nothing is lost).
+pub(super) fn clone_error(e: &crate::k8s::KubeError) -> crate::k8s::KubeError {
+    use crate::k8s::KubeError;
+    match e {
+        KubeError::Api {
+            object,
+            verb,
+            code,
+            reason,
+            message,
+        } => KubeError::Api {
+            object: object.clone(),
+            verb,
+            code: *code,
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        other => KubeError::Transport {
+            object: String::new(),
+            verb: "apply",
+            message: other.to_string(),
+        },
+    }
+}

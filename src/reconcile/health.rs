@@ -1,0 +1,123 @@
+//! Stage `health`: waits, from the watch-fed cache, until every object of the environment is
+//! healthy, one has failed, the deadline passes, a newer commit arrives, or shutdown; then
+//! buckets and the optional HTTP checks.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::Transition;
+use super::prepare::Prepared;
+use super::{EnvWorker, ReconcileError, http_check};
+use crate::git::Oid;
+use crate::k8s::live;
+use crate::manifest::ObjectKey;
+use crate::status::ObjectError;
+
+/// How often a wait beats the watchdog while nothing changes.
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// The end of a health wait.
+#[derive(Debug)]
+pub(super) enum Verdict {
+    Healthy,
+    Unhealthy(Vec<ObjectError>),
+    /// A newer branch head arrived first (only when the wait may be superseded).
+    Superseded(Oid),
+    /// Shutdown: no verdict.
+    Interrupted,
+}
+
+fn errors(items: Vec<(ObjectKey, String)>) -> Vec<ObjectError> {
+    items
+        .into_iter()
+        .map(|(key, reason)| ObjectError {
+            object: key.to_string(),
+            at: None,
+            reason,
+        })
+        .collect()
+}
+
+/// Resolves when `heads` shows a head other than `commit`.
+async fn newer_head(heads: Option<watch::Receiver<Option<Oid>>>, commit: Oid) -> Oid {
+    let Some(mut heads) = heads else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(head) = *heads.borrow_and_update()
+            && head != commit
+        {
+            return head;
+        }
+        if heads.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+impl EnvWorker {
+    /// Waits for `p`'s objects (at least the generations `t` applied), then its buckets and
+    /// HTTP checks. `supersede`: a newer head ends the wait.
+    pub(super) async fn wait_health(
+        &self,
+        p: &Prepared,
+        t: &Transition,
+        supersede: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Verdict, ReconcileError> {
+        let timeout = self.cfg.health.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let heads = if supersede { self.heads.clone() } else { None };
+        let newer = newer_head(heads, p.commit);
+        tokio::pin!(newer);
+        if let Some(cache) = &self.live {
+            let keys: Vec<(ObjectKey, i64)> = p
+                .wanted
+                .iter()
+                .map(|w| (w.key.clone(), t.applied.get(&w.key).copied().unwrap_or(0)))
+                .collect();
+            let mut changes = cache.subscribe();
+            loop {
+                self.beat();
+                let (failed, progressing) = live::assess(cache, &keys);
+                if !failed.is_empty() {
+                    return Ok(Verdict::Unhealthy(errors(failed)));
+                }
+                if progressing.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Verdict::Unhealthy(errors(progressing)));
+                }
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = tokio::time::sleep(BEAT_EVERY) => {}
+                    _ = cancel.cancelled() => return Ok(Verdict::Interrupted),
+                    head = &mut newer => return Ok(Verdict::Superseded(head)),
+                }
+            }
+        }
+        let problems = self.bucket_health(p).await?;
+        if !problems.is_empty() {
+            return Ok(Verdict::Unhealthy(problems));
+        }
+        if !self.cfg.health.http.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let checks = http_check::wait_http_checks(&self.cfg.health.http, left, cancel);
+            let problems = tokio::select! {
+                problems = checks => problems,
+                head = &mut newer => return Ok(Verdict::Superseded(head)),
+            };
+            if cancel.is_cancelled() {
+                return Ok(Verdict::Interrupted);
+            }
+            if !problems.is_empty() {
+                return Ok(Verdict::Unhealthy(problems));
+            }
+        }
+        Ok(Verdict::Healthy)
+    }
+}

@@ -1,0 +1,371 @@
+//! The daemon: one fetcher publishes the branch head; each environment runs its own task with its
+//! own triggers (new head, drift from its watches, bucket re-reads, a periodic check), backoff and
+//! cancellation, so one environment's health wait or rollback never delays another. SIGHUP
+//! rebuilds only the environments whose config changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::daemon::{build_workers, fetch, open_mirror};
+use super::source::git;
+use super::{EnvWorker, ReconcileError, Step, backoff};
+use crate::config::{EnvironmentConfig, HostConfig};
+use crate::git::{Mirror, Oid};
+use crate::service::{self, Heartbeat, Metrics, Readiness, Signal, sd};
+
+/// Live-cache changes are collected this long before a drift check, so a burst is one pass.
+const DRIFT_DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often the fetcher beats the watchdog while it waits.
+const BEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// What every environment task shares.
+#[derive(Clone)]
+struct Shared {
+    mirror: Arc<Mirror>,
+    heads: watch::Receiver<Option<Oid>>,
+    heartbeat: Arc<Heartbeat>,
+    metrics: Arc<Metrics>,
+    poll: Duration,
+}
+
+struct EnvTask {
+    cfg: EnvironmentConfig,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+fn spawn_env(mut worker: EnvWorker, shared: &Shared, parent: &CancellationToken) -> EnvTask {
+    let cancel = parent.child_token();
+    let cfg = worker.cfg.clone();
+    worker.follow(shared.heads.clone(), Arc::clone(&shared.heartbeat));
+    let handle = tokio::spawn(env_loop(worker, shared.clone(), cancel.clone()));
+    EnvTask {
+        cfg,
+        cancel,
+        handle,
+    }
+}
+
+/// Waits until the live cache reports a change that may be drift.
+async fn drift_hint(worker: &EnvWorker, changes: &mut Option<watch::Receiver<u64>>) {
+    let Some(rx) = changes.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(DRIFT_DEBOUNCE).await;
+        if worker.take_drift_hint() {
+            return;
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One environment's loop: a pass whenever something may need doing.
+async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: CancellationToken) {
+    let env = worker.name().to_string();
+    let mut changes = worker.live_changes();
+    let mut failures = 0u32;
+    let mut retry_at = Some(Instant::now());
+    loop {
+        let buckets_at = worker.next_bucket_check();
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = shared.heads.changed() => if changed.is_err() { break },
+            _ = drift_hint(&worker, &mut changes) => {}
+            _ = sleep_until(retry_at) => {}
+            _ = sleep_until(buckets_at) => {}
+            _ = tokio::time::sleep(shared.poll) => {}
+        }
+        let Some(head) = *shared.heads.borrow_and_update() else {
+            continue;
+        };
+        retry_at = None;
+        match worker.reconcile(&shared.mirror, head, &cancel).await {
+            Ok(step) => {
+                failures = 0;
+                sd::status(&format!("{env}: {}", describe(&step)));
+                // A superseded commit: plan the newer head at once.
+                if matches!(
+                    step,
+                    Step::Recorded {
+                        outcome: crate::status::Outcome::Superseded,
+                        ..
+                    }
+                ) {
+                    retry_at = Some(Instant::now());
+                }
+            }
+            Err(ReconcileError::Interrupted { .. }) => break,
+            Err(e) => {
+                let wait = backoff(failures).min(shared.poll.max(Duration::from_secs(1)));
+                failures = failures.saturating_add(1);
+                if e.is_transient() {
+                    shared.metrics.transient_retry(&env, e.stage());
+                }
+                tracing::warn!(env = %env, error = %e, transient = e.is_transient(), retry_in = ?wait, "reconcile failed; retrying the same commit");
+                retry_at = Some(Instant::now() + wait);
+            }
+        }
+    }
+    tracing::debug!(env = %env, "environment task stopped");
+}
+
+/// Runs the daemon until a shutdown signal (or `shutdown` is cancelled).
+pub async fn run(
+    config_path: std::path::PathBuf,
+    mut config: HostConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ReconcileError> {
+    let metrics = Metrics::new();
+    let readiness = Readiness::new(config.repository.poll * 4 + Duration::from_secs(60));
+    readiness.config_loaded();
+    let heartbeat = Heartbeat::new();
+    let setup = |message: String| ReconcileError::Setup {
+        env: "*".into(),
+        message,
+    };
+    let (signal_tx, mut signals) = mpsc::channel(8);
+    service::spawn_signal_handler(signal_tx, shutdown.clone()).map_err(|e| setup(e.to_string()))?;
+    let endpoints_cancel = CancellationToken::new();
+    let (addr, endpoints) = service::serve_endpoints(
+        config.listen,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+        endpoints_cancel.clone(),
+    )
+    .await
+    .map_err(|e| setup(e.to_string()))?;
+    tracing::info!(address = %addr, "endpoints listening");
+    // A first clone can take long: ask systemd for time while it runs.
+    sd::extend_timeout(Duration::from_secs(300));
+    let mirror = open_mirror(&config).await?;
+    let (head_tx, heads) = watch::channel(None);
+    let mut shared = Shared {
+        mirror,
+        heads,
+        heartbeat: Arc::clone(&heartbeat),
+        metrics: Arc::clone(&metrics),
+        poll: config.repository.poll,
+    };
+    let tasks_cancel = shutdown.child_token();
+    let mut tasks = spawn_all(&config, &shared, &tasks_cancel).await?;
+    sd::ready();
+    sd::status("mirror open; first reconcile starting");
+    tracing::info!(environments = tasks.len(), instance = %config.instance(), url = %crate::git::redact_url(&config.repository.url), "gitopsd running");
+    let watchdog_cancel = CancellationToken::new();
+    let _watchdog = service::spawn_watchdog(
+        Arc::clone(&heartbeat),
+        Duration::from_secs(120),
+        watchdog_cancel.clone(),
+    );
+    let (mut previews_cancel, mut previews) = spawn_previews(&config, &shutdown);
+    let (trigger_tx, mut triggers) = mpsc::channel::<()>(1);
+    let mut _watcher = crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
+        .ok()
+        .flatten();
+    let mut fetch_failures = 0u32;
+    let mut next_fetch = Instant::now();
+    loop {
+        heartbeat.beat();
+        let mut reload = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(next_fetch) => {}
+            Some(()) = triggers.recv() => {}
+            Some(sig) = signals.recv() => match sig {
+                Signal::Shutdown => { shutdown.cancel(); break; }
+                Signal::Reload => reload = true,
+            },
+            _ = tokio::time::sleep(BEAT_EVERY) => continue,
+        }
+        if reload {
+            sd::reloading();
+            match reload_config(
+                &config_path,
+                &config,
+                &mut shared,
+                &mut tasks,
+                &tasks_cancel,
+            )
+            .await
+            {
+                Ok(Some(new_config)) => {
+                    _watcher = crate::git::watch_local_refs(
+                        &new_config.repository.url,
+                        trigger_tx.clone(),
+                    )
+                    .ok()
+                    .flatten();
+                    config = new_config;
+                    previews_cancel.cancel();
+                    let _ = previews.await;
+                    (previews_cancel, previews) = spawn_previews(&config, &shutdown);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reloaded config not usable; keeping the previous one")
+                }
+            }
+            sd::ready();
+        }
+        match fetch(&shared.mirror, Some(&metrics)).await {
+            Ok(head) => {
+                readiness.fetch_succeeded();
+                fetch_failures = 0;
+                head_tx.send_if_modified(|h| {
+                    let changed = *h != Some(head);
+                    *h = Some(head);
+                    changed
+                });
+                next_fetch = Instant::now() + config.repository.poll;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fetch failed; serving the last good state");
+                sd::status("repository unreachable; serving the last good state");
+                next_fetch = Instant::now() + backoff(fetch_failures).min(config.repository.poll);
+                fetch_failures = fetch_failures.saturating_add(1);
+            }
+        }
+        if let Err(e) = git(&shared.mirror, |m| m.push_pending_notes()).await {
+            tracing::warn!(error = %e, "notes not pushed yet; will retry");
+        }
+    }
+    sd::stopping();
+    stop_tasks(tasks, config.shutdown_grace).await;
+    previews_cancel.cancel();
+    let _ = previews.await;
+    watchdog_cancel.cancel();
+    endpoints_cancel.cancel();
+    let _ = endpoints.await;
+    Ok(())
+}
+
+async fn spawn_all(
+    config: &HostConfig,
+    shared: &Shared,
+    parent: &CancellationToken,
+) -> Result<BTreeMap<String, EnvTask>, ReconcileError> {
+    let workers = build_workers(config, None, Some(Arc::clone(&shared.metrics))).await?;
+    Ok(workers
+        .into_iter()
+        .map(|w| (w.name().to_string(), spawn_env(w, shared, parent)))
+        .collect())
+}
+
+/// Lets every environment task finish its current step within `grace` (shutdown already
+/// cancelled their health waits), then abandons the rest: every step is safe to redo.
+async fn stop_tasks(tasks: BTreeMap<String, EnvTask>, grace: Duration) {
+    tracing::info!(grace = ?grace, "stopping; finishing the current steps");
+    for task in tasks.values() {
+        task.cancel.cancel();
+    }
+    let all = futures::future::join_all(tasks.into_values().map(|t| t.handle));
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            "grace period over; abandoning the current steps (they are redone after restart)"
+        );
+    }
+}
+
+/// Applies a reloaded config: a new repository or instance rebuilds everything, otherwise only
+/// the environments whose config changed are restarted. `None` when the file is unusable.
+async fn reload_config(
+    path: &std::path::Path,
+    old: &HostConfig,
+    shared: &mut Shared,
+    tasks: &mut BTreeMap<String, EnvTask>,
+    parent: &CancellationToken,
+) -> Result<Option<HostConfig>, ReconcileError> {
+    let new = match HostConfig::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "config reload failed; keeping the previous config");
+            return Ok(None);
+        }
+    };
+    tracing::info!(path = %path.display(), "config reloaded");
+    let everything = new.repository.url != old.repository.url
+        || new.repository.branch != old.repository.branch
+        || new.notes_ref != old.notes_ref
+        || new.state_dir != old.state_dir
+        || new.instance() != old.instance();
+    if everything {
+        shared.mirror = open_mirror(&new).await?;
+    }
+    shared.poll = new.repository.poll;
+    let changed: Vec<String> = tasks
+        .iter()
+        .filter(|(name, t)| everything || new.environment(name) != Some(&t.cfg))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &changed {
+        if let Some(task) = tasks.remove(name) {
+            task.cancel.cancel();
+            let _ = task.handle.await;
+        }
+    }
+    for env in &new.environments {
+        if tasks.contains_key(&env.name) {
+            continue;
+        }
+        let mut workers =
+            build_workers(&new, Some(&env.name), Some(Arc::clone(&shared.metrics))).await?;
+        if let Some(worker) = workers.pop() {
+            tracing::info!(env = %env.name, "environment (re)started");
+            tasks.insert(env.name.clone(), spawn_env(worker, shared, parent));
+        }
+    }
+    Ok(Some(new))
+}
+
+/// Starts the pull-request preview watcher (a no-op task when `previews` is not configured).
+fn spawn_previews(
+    config: &HostConfig,
+    shutdown: &CancellationToken,
+) -> (CancellationToken, JoinHandle<()>) {
+    let cancel = shutdown.child_token();
+    let config = config.clone();
+    let task_cancel = cancel.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::preview::run_preview_watcher(&config, task_cancel).await {
+            tracing::warn!(error = %e, "preview watcher stopped");
+        }
+    });
+    (cancel, task)
+}
+
+pub(super) fn describe(step: &Step) -> String {
+    match step {
+        Step::Converged { commit } => format!("at {}", short(commit)),
+        Step::Pinned { commit, .. } => format!("{} pinned", short(commit)),
+        Step::Recorded { commit, outcome } => format!("{} {outcome}", short(commit)),
+        Step::Drift {
+            commit,
+            objects,
+            corrected,
+        } => format!(
+            "{} drift: {objects} objects {}",
+            short(commit),
+            if *corrected { "corrected" } else { "reported" }
+        ),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
