@@ -288,7 +288,8 @@ fn default_preview_notes_ref() -> String {
 pub fn log_filter() -> String {
     std::env::var("GITOPSD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string())
+        // kube-client logs every refused request at ERROR; gitopsd reports refusals itself.
+        .unwrap_or_else(|_| "info,kube_client::client::builder=off".to_string())
 }
 
 /// Replaces `${NAME}` with the environment variable's value, outside comment lines. Unset

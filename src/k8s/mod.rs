@@ -62,6 +62,11 @@ impl KubeError {
     /// Throttling, server errors and transport failures may succeed later; refusals will not.
     pub fn is_transient(&self) -> bool {
         match self {
+            // Server-side apply answers 500 when the object does not fit the schema (its typed
+            // patch cannot be built): that is the content's fault, not the server's.
+            KubeError::Api {
+                code: 500, message, ..
+            } if is_schema_error(message) => false,
             KubeError::Api { code, .. } => matches!(code, 429 | 500 | 502 | 503 | 504),
             KubeError::Transport { .. } | KubeError::Timeout { .. } => true,
             KubeError::Config { .. } | KubeError::UnknownKind { .. } => false,
@@ -99,6 +104,16 @@ impl KubeError {
             },
         }
     }
+}
+
+fn is_schema_error(message: &str) -> bool {
+    [
+        "failed to create typed patch object",
+        "field not declared in schema",
+        "failed to create typed live object",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Where an object lives in the API.

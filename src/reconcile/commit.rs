@@ -37,7 +37,10 @@ impl EnvWorker {
         cancel: &CancellationToken,
     ) -> Result<Step, ReconcileError> {
         let started = status::now_rfc3339();
-        let from = history.last_healthy.as_ref().map(|(c, _)| c.clone());
+        // A: the last healthy commit, if the repository still has it.
+        let from = existing(mirror, history.last_healthy.as_ref())
+            .await
+            .map(|c| c.to_string());
         let previous = existing(mirror, history.last_applied.as_ref()).await;
         tracing::info!(env = %self.cfg.name, commit = %head, from = from.as_deref().unwrap_or("-"), "reconciling");
         let p = match self.prepare(mirror, head).await {
