@@ -199,6 +199,8 @@ pub struct Env {
     pub http_checks: Vec<String>,
     pub apply_concurrency: Option<usize>,
     pub rollback: bool,
+    /// More keys of the environment, as YAML lines indented by four spaces.
+    pub extra: String,
 }
 
 impl Env {
@@ -212,6 +214,7 @@ impl Env {
             http_checks: Vec::new(),
             apply_concurrency: None,
             rollback: true,
+            extra: String::new(),
         }
     }
 
@@ -236,6 +239,7 @@ impl Env {
         if let Some(n) = self.apply_concurrency {
             y.push_str(&format!("    apply_concurrency: {n}\n"));
         }
+        y.push_str(&self.extra);
         y
     }
 }
