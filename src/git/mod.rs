@@ -13,6 +13,7 @@
 //! - `refs/heads/<branch>`: the branch, force-updated on every fetch (follows force-pushes);
 //!   `HEAD` points at it, so `resolve("HEAD~1")` works.
 //! - `refs/gitopsd/remote-notes`: the notes ref as last seen on the remote.
+//! - `refs/gitopsd/salvage-base`: only after re-creating a broken mirror, see [`salvage`].
 //! - `<notes_ref>` (e.g. `refs/notes/gitopsd`): the local view = remote notes plus notes not
 //!   yet pushed (see [`notes`]).
 //! - extra refs (e.g. `refs/pull/*/head`) under their own names.
@@ -20,8 +21,10 @@
 pub mod auth;
 mod blobs;
 mod error;
+mod lock;
 pub mod merge;
 mod notes;
+mod salvage;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -29,19 +32,22 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use git2::{
-    AutotagOption, ConfigLevel, FetchOptions, FetchPrune, FileMode, Repository,
-    RepositoryInitOptions, TreeWalkMode, TreeWalkResult,
+    AutotagOption, ConfigLevel, FetchOptions, FetchPrune, FileMode, Repository, TreeWalkMode,
+    TreeWalkResult,
 };
 
 pub use auth::{GitAuth, redact_url};
 pub use error::GitError;
 pub use git2::Oid;
+pub use lock::notes_lock_path;
 pub use watch::watch_local_refs;
 
 use auth::{CallbackState, RemoteKind, RemoteUrl};
 
 /// Where the remote's notes ref is fetched to (kept apart from the local notes ref).
 pub(crate) const REMOTE_NOTES_REF: &str = "refs/gitopsd/remote-notes";
+/// Base of notes salvaged from a broken mirror, until their first replay (see [`salvage`]).
+pub(crate) const SALVAGE_BASE_REF: &str = "refs/gitopsd/salvage-base";
 const REMOTE_NAME: &str = "origin";
 /// Upper bound for one network operation (enforced through the progress callbacks).
 const NETWORK_DEADLINE: Duration = Duration::from_secs(300);
@@ -69,7 +75,8 @@ pub struct Mirror {
     opts: MirrorOptions,
     url: RemoteUrl,
     branch_ref: String,
-    /// Serialises notes updates (and local notes rebuilds) within this process.
+    /// Serialises notes updates (and local notes rebuilds) within this process; the lock
+    /// file (see [`lock`]) serialises them with other processes.
     notes_lock: Mutex<()>,
     merger: Option<Box<NoteMerger>>,
 }
@@ -326,36 +333,6 @@ impl Mirror {
         }
     }
 
-    /// Deletes whatever is at `dir` and initialises a fresh bare mirror.
-    fn recreate(&self) -> Result<Repository, GitError> {
-        if self.dir.exists() {
-            let aside = self
-                .dir
-                .with_extension(format!("corrupt-{}", std::process::id()));
-            match std::fs::rename(&self.dir, &aside) {
-                Ok(()) => {
-                    if let Err(e) = std::fs::remove_dir_all(&aside) {
-                        tracing::warn!(path = %aside.display(), error = %e, "cannot delete corrupted mirror");
-                    }
-                }
-                Err(_) => {
-                    std::fs::remove_dir_all(&self.dir)
-                        .map_err(GitError::io("deleting corrupted mirror", &self.dir))?;
-                }
-            }
-        }
-        let mut init = RepositoryInitOptions::new();
-        init.bare(true)
-            .mkpath(true)
-            .no_reinit(false)
-            .initial_head(&self.opts.branch);
-        Repository::init_opts(&self.dir, &init).map_err(GitError::repo("init", &self.dir))?;
-        tracing::info!(path = %self.dir.display(), url = %self.url.sanitized, "initialised mirror");
-        let repo = self.repo()?;
-        self.configure(&repo)?;
-        Ok(repo)
-    }
-
     /// Makes sure `origin` points at the (sanitised) URL and HEAD at the branch.
     fn configure(&self, repo: &Repository) -> Result<(), GitError> {
         let url = &self.url.sanitized;
@@ -531,16 +508,12 @@ impl Mirror {
             Err(e) => return Err(e),
         };
         {
-            let _guard = self.notes_guard();
+            let _guard = self.notes_guard()?;
             self.rebuild_local_notes(&repo)?;
         }
         let head = self.branch_head_in(&repo)?;
         tracing::debug!(commit = %head, url = %self.url.sanitized, branch = %self.opts.branch, "fetched");
         Ok(head)
-    }
-
-    fn notes_guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.notes_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The branch head from the last fetch (no network).
@@ -798,3 +771,5 @@ impl Mirror {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_notes;
