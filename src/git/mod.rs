@@ -250,7 +250,7 @@ impl Mirror {
             Ok(repo) => mirror.configure(&repo)?,
             Err(e) => {
                 tracing::warn!(path = %mirror.dir.display(), error = %e, "mirror unusable, re-creating it");
-                mirror.recreate(true)?;
+                mirror.recreate()?;
             }
         }
         Ok(mirror)
@@ -476,6 +476,10 @@ impl Mirror {
     /// Fetches the branch (force), the notes ref (into `refs/gitopsd/remote-notes`) and the
     /// extra refs; merges unpushed local notes on top of the fetched notes. Returns the
     /// branch head. A corrupted mirror is re-created and fetched again.
+    ///
+    /// Holds the notes lock throughout: the fetch writes the remote-tracking notes ref, and
+    /// two processes fetching into one mirror would collide on ref locks, which looks like
+    /// damage and would trigger a re-creation under the other's feet.
     pub fn fetch(&self) -> Result<Oid, GitError> {
         let mut refspecs = vec![
             format!("+{b}:{b}", b = self.branch_ref),
@@ -487,11 +491,12 @@ impl Mirror {
                 .iter()
                 .map(|g| format!("+{g}:{g}")),
         );
+        let _guard = self.notes_guard()?;
         let repo = match self.open_checked() {
             Ok(repo) => repo,
             Err(e) => {
                 tracing::warn!(path = %self.dir.display(), error = %e, "mirror unusable, re-creating it");
-                self.recreate(true)?
+                self.recreate_locked()?
             }
         };
         let repo = match self.fetch_refspecs(&repo, &refspecs, "fetching") {
@@ -499,16 +504,13 @@ impl Mirror {
             Err(e) if Self::is_corruption(&e) => {
                 tracing::warn!(path = %self.dir.display(), error = %e, "fetch failed on a damaged mirror, re-creating it");
                 drop(repo);
-                let repo = self.recreate(false)?;
+                let repo = self.recreate_locked()?;
                 self.fetch_refspecs(&repo, &refspecs, "fetching")?;
                 repo
             }
             Err(e) => return Err(e),
         };
-        {
-            let _guard = self.notes_guard()?;
-            self.rebuild_local_notes(&repo)?;
-        }
+        self.rebuild_local_notes(&repo)?;
         let head = self.branch_head_in(&repo)?;
         tracing::debug!(commit = %head, url = %self.url.sanitized, branch = %self.opts.branch, "fetched");
         Ok(head)

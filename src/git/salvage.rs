@@ -23,15 +23,20 @@ struct Salvaged {
 }
 
 impl Mirror {
-    /// Deletes whatever is at `dir` and initialises a fresh bare mirror, carrying over the
-    /// unpushed notes. Holds the notes lock throughout. With `recheck`, a mirror that is
-    /// healthy once we hold the lock (another process re-created it meanwhile) is kept.
-    pub(crate) fn recreate(&self, recheck: bool) -> Result<Repository, GitError> {
+    /// [`Self::recreate_locked`] under the notes lock, unless the mirror is healthy once we
+    /// hold the lock (another process re-created it while we waited).
+    pub(crate) fn recreate(&self) -> Result<Repository, GitError> {
         let _guard = self.notes_guard()?;
-        if recheck && let Ok(repo) = self.open_checked() {
+        if let Ok(repo) = self.open_checked() {
             self.configure(&repo)?;
             return Ok(repo);
         }
+        self.recreate_locked()
+    }
+
+    /// Deletes whatever is at `dir` and initialises a fresh bare mirror, carrying over the
+    /// unpushed notes. The caller holds the notes lock.
+    pub(crate) fn recreate_locked(&self) -> Result<Repository, GitError> {
         let mut salvaged = Vec::new();
         if self.dir.exists() {
             let aside = self

@@ -242,6 +242,22 @@ fn the_lock_file_blocks_note_updates_and_recreation() {
     writer.join().expect("join").expect("update after unlock");
     assert!(r.note(r.a).is_some());
 
+    // So does a fetch (it writes the remote-tracking notes ref).
+    held.lock().expect("take the lock again");
+    let fetched = Arc::new(AtomicBool::new(false));
+    let (m2, fetched2) = (m.clone(), fetched.clone());
+    let fetcher = std::thread::spawn(move || {
+        let res = m2.fetch();
+        fetched2.store(true, Ordering::SeqCst);
+        res
+    });
+    assert!(
+        !becomes_true(&fetched, Duration::from_secs(1)),
+        "fetched while locked"
+    );
+    held.unlock().expect("unlock");
+    fetcher.join().expect("join").expect("fetch after unlock");
+
     // Re-creating a broken mirror waits for the lock too.
     drop(m);
     std::fs::write(dir.join("HEAD"), "garbage").expect("corrupt HEAD");
