@@ -111,7 +111,10 @@ impl Mirror {
             return Vec::new();
         };
         let Some(local) = Self::broken_ref(&repo, old, &self.opts.notes_ref) else {
-            return Vec::new(); // no local notes at all (or the ref itself is gone)
+            if old.join(&self.opts.notes_ref).exists() {
+                tracing::warn!(path = %old.display(), notes_ref = %self.opts.notes_ref, "local notes ref of the broken mirror unreadable: notes not pushed are lost");
+            }
+            return Vec::new(); // no local notes at all
         };
         // The last state shared with the remote: a salvage base left by an earlier
         // re-creation, else the merge base of local and remote-tracking notes.
