@@ -106,8 +106,14 @@ fn record(outcome: Outcome) -> Record {
     Record::new(outcome, None, status::now_rfc3339())
 }
 
-/// `edit` runs against a note someone else changes between our fetch and our push.
-fn race_one_edit(o: MirrorOptions, tmp: &Path, head: Oid, edit: &dyn Fn(&mut Record)) -> String {
+/// `edit` runs against a note someone else changes between our fetch and our push. Returns
+/// the note on the server and how often the edit ran.
+fn race_one_edit(
+    o: MirrorOptions,
+    tmp: &Path,
+    head: Oid,
+    edit: &dyn Fn(&mut Record),
+) -> (String, u32) {
     let ours = mirror(&tmp.join("ours"), o.clone());
     let other = mirror(&tmp.join("other"), o.clone());
     ours.fetch().expect("fetch");
@@ -130,14 +136,13 @@ fn race_one_edit(o: MirrorOptions, tmp: &Path, head: Oid, edit: &dyn Fn(&mut Rec
         })
         .expect("update after the rejected push");
     assert!(retries >= 1, "the concurrent push forces a retry");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the edit runs once");
     let note = server_note(tmp, o, head);
     assert_eq!(
         env_record(&note, "prod").outcome,
         Outcome::Healthy,
         "{note}"
     );
-    note
+    (note, calls.load(Ordering::SeqCst))
 }
 
 #[test]
@@ -145,12 +150,13 @@ fn https_rejected_push_lands_a_retry_message_once() {
     let tb = require_testbed!();
     let tmp = tempfile::tempdir().expect("tmp");
     let (repo, head) = seeded_repo(tb, tmp.path(), "notes-once-https");
-    let note = race_one_edit(https(tb, &repo), tmp.path(), head, &|r| {
+    let (note, calls) = race_one_edit(https(tb, &repo), tmp.path(), head, &|r| {
         r.pinned = None;
         r.messages.push("retry requested".into());
     });
     let dev = env_record(&note, "dev");
     assert_eq!(dev.messages, vec!["retry requested".to_string()], "{note}");
+    assert_eq!(calls, 1, "the edit runs once");
 }
 
 #[test]
@@ -158,7 +164,7 @@ fn ssh_rejected_push_lands_a_reapplied_entry_once() {
     let tb = require_testbed!();
     let tmp = tempfile::tempdir().expect("tmp");
     let (repo, head) = seeded_repo(tb, tmp.path(), "notes-once-ssh");
-    let note = race_one_edit(ssh(tb, &repo), tmp.path(), head, &|r| {
+    let (note, calls) = race_one_edit(ssh(tb, &repo), tmp.path(), head, &|r| {
         r.reapplied.push(Reapplied {
             at: "2026-01-01T00:00:00.000Z".into(),
             because: "manual rollback".into(),
@@ -166,6 +172,7 @@ fn ssh_rejected_push_lands_a_reapplied_entry_once() {
         })
     });
     assert_eq!(env_record(&note, "dev").reapplied.len(), 1, "{note}");
+    assert_eq!(calls, 1, "the edit runs once");
 }
 
 const CHILD_DIR: &str = "GITOPSD_TEST_NOTES_CHILD_DIR";
