@@ -52,6 +52,9 @@ pub enum GitError {
         attempts: u32,
         reason: String,
     },
+    /// Another process (or `Mirror`) held the notes lock for longer than any notes update takes.
+    #[error("notes lock {path} still held by another writer after {waited_secs}s")]
+    NotesLocked { path: PathBuf, waited_secs: u64 },
     /// Any other libgit2 failure on the local mirror.
     #[error("git operation '{op}' on mirror {path} failed: {source}")]
     Repo {
@@ -82,7 +85,10 @@ impl GitError {
     /// under our push). Auth failures, bad URLs, missing refs and corrupt input are permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            GitError::Network { .. } | GitError::PushRejected { .. } | GitError::Io { .. } => true,
+            GitError::Network { .. }
+            | GitError::PushRejected { .. }
+            | GitError::NotesLocked { .. }
+            | GitError::Io { .. } => true,
             GitError::Repo { source, .. } => matches!(
                 source.code(),
                 git2::ErrorCode::Locked | git2::ErrorCode::Modified

@@ -9,8 +9,8 @@
 //! (three-way merged per note with [`super::merge::merge_sections`] when the remote changed
 //! the same note meanwhile), so reads always see remote and pending notes together and a
 //! fetch never loses unpushed notes. Pushes never force: a rejected push (non-fast-forward,
-//! reported either as an error or through `push_update_reference`) leads to fetch, replay,
-//! re-apply and retry with backoff.
+//! reported either as an error or through `push_update_reference`) leads to fetch, replay
+//! and retry with backoff; the caller's edit is applied once, never re-applied.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use git2::{ObjectType, PushOptions, Repository, Signature};
 
 use super::auth::{self, CallbackState, RemoteKind};
-use super::{GitError, Mirror, NETWORK_DEADLINE, Oid, REMOTE_NOTES_REF};
+use super::{GitError, Mirror, NETWORK_DEADLINE, Oid, REMOTE_NOTES_REF, SALVAGE_BASE_REF};
 
 const REBUILD_REF: &str = "refs/gitopsd/notes-rebuild";
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -74,7 +74,7 @@ impl Mirror {
     }
 
     /// annotated commit → note blob, for the notes commit `tip` (handles fan-out trees).
-    fn notes_map(
+    pub(super) fn notes_map(
         &self,
         repo: &Repository,
         tip: Option<Oid>,
@@ -114,7 +114,7 @@ impl Mirror {
         Ok(())
     }
 
-    fn blob_text(&self, repo: &Repository, blob: Oid) -> Result<String, GitError> {
+    pub(super) fn blob_text(&self, repo: &Repository, blob: Oid) -> Result<String, GitError> {
         let b = repo.find_blob(blob).map_err(|e| self.object_err(blob, e))?;
         Ok(String::from_utf8_lossy(b.content()).into_owned())
     }
@@ -146,8 +146,20 @@ impl Mirror {
     }
 
     /// Replays notes committed locally but not pushed on top of the fetched remote notes tip
-    /// and moves the local notes ref there. Caller holds `notes_lock`.
+    /// and moves the local notes ref there. Caller holds the notes lock.
     pub(crate) fn rebuild_local_notes(&self, repo: &Repository) -> Result<(), GitError> {
+        // Notes salvaged from a broken mirror share no history with the fetched notes; the
+        // notes as they were before our edits were kept on their own ref to merge against.
+        let salvage_base = self.ref_target(repo, SALVAGE_BASE_REF)?;
+        self.rebuild_on(repo, salvage_base)?;
+        if salvage_base.is_some() {
+            // Consumed: the local notes now descend from the remote tip.
+            self.set_ref(repo, SALVAGE_BASE_REF, None, "")?;
+        }
+        Ok(())
+    }
+
+    fn rebuild_on(&self, repo: &Repository, salvage_base: Option<Oid>) -> Result<(), GitError> {
         let local_ref = self.opts.notes_ref.as_str();
         let local = self.ref_target(repo, local_ref)?;
         let remote = self.ref_target(repo, REMOTE_NOTES_REF)?;
@@ -162,13 +174,25 @@ impl Mirror {
             // Remote has no notes (yet): everything local is pending, keep it.
             return Ok(());
         };
-        let base = repo.merge_base(l, r).ok();
+        let base = salvage_base.or_else(|| repo.merge_base(l, r).ok());
         if base == Some(l) {
             return self.set_ref(repo, local_ref, Some(r), "gitopsd: notes fast-forward");
         }
         if base == Some(r) {
             return Ok(()); // local is ahead of remote: pending notes are already on top
         }
+        self.replay_pending(repo, l, r, base)
+    }
+
+    /// Writes the notes that changed between `base` and local `l` onto remote `r`.
+    fn replay_pending(
+        &self,
+        repo: &Repository,
+        l: Oid,
+        r: Oid,
+        base: Option<Oid>,
+    ) -> Result<(), GitError> {
+        let local_ref = self.opts.notes_ref.as_str();
         let base_map = self.notes_map(repo, base)?;
         let local_map = self.notes_map(repo, Some(l))?;
         let remote_map = self.notes_map(repo, Some(r))?;
@@ -233,7 +257,7 @@ impl Mirror {
         commit: Oid,
         update: &dyn Fn(Option<&str>) -> String,
     ) -> Result<u32, GitError> {
-        let _guard = self.notes_guard();
+        let _guard = self.notes_guard()?;
         let repo = self.repo()?;
         self.sync_notes(&repo, Some((commit, update)))
     }
@@ -241,7 +265,7 @@ impl Mirror {
     /// Pushes notes committed locally but not yet accepted by the remote (merging with the
     /// remote). Returns the number of retries.
     pub fn push_pending_notes(&self) -> Result<u32, GitError> {
-        let _guard = self.notes_guard();
+        let _guard = self.notes_guard()?;
         let repo = self.repo()?;
         self.sync_notes(&repo, None)
     }
@@ -252,16 +276,21 @@ impl Mirror {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut retries = 0u32;
+        // The edit runs exactly once. After a rejected push it is not run again: the local
+        // notes commit holding it is replayed onto the new remote tip by
+        // `rebuild_local_notes`, a 3-way merge with base = the note before our edit. Running
+        // it again would append `reapplied:`/`retry requested` entries twice.
+        let mut update = update;
         loop {
             if let Err(e) = self.fetch_refspecs(repo, &refspec, "fetching notes") {
-                if let Some(u) = update {
+                if let Some(u) = update.take() {
                     self.apply_local(repo, u)?;
                     tracing::warn!(commit = %u.0, url = %self.url.sanitized, error = %e, "remote unavailable, note kept locally until the next push");
                 }
                 return Err(e);
             }
             self.rebuild_local_notes(repo)?;
-            if let Some(u) = update {
+            if let Some(u) = update.take() {
                 self.apply_local(repo, u)?;
             }
             let local = self.ref_target(repo, notes_ref)?;
