@@ -66,6 +66,8 @@ pub async fn build_workers(
                 })?;
                 Some(S3Target {
                     client: crate::s3::client(&settings).await,
+                    // instance comes from the host config (lead wires it)
+                    owner: crate::s3::Owner::new("gitopsd", env.name.clone()),
                 })
             }
             None => None,

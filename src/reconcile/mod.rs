@@ -81,6 +81,8 @@ impl Step {
 /// Cloud side of an environment.
 pub struct S3Target {
     pub client: aws_sdk_s3::Client,
+    /// Whose buckets these are (written as tags, checked before any change or deletion).
+    pub owner: s3::Owner,
 }
 
 /// One environment's worker state.
@@ -739,12 +741,12 @@ impl EnvWorker {
                     .as_ref()
                     .map(|_| &objects_source as &dyn s3::ObjectSource);
                 let result = async {
-                    let bucket_plan = s3::plan_bucket(&s3t.client, spec, objects).await?;
+                    let bucket_plan = s3::plan_bucket(&s3t.client, spec, &s3t.owner, objects).await?;
                     if bucket_plan.is_noop() {
                         return Ok::<_, S3Error>(None);
                     }
                     let created = bucket_plan.action == s3::BucketAction::Create;
-                    s3::apply_bucket(&s3t.client, spec, &bucket_plan, objects).await?;
+                    s3::apply_bucket(&s3t.client, spec, &s3t.owner, &bucket_plan, objects).await?;
                     Ok(Some(created))
                 }
                 .await;
@@ -771,7 +773,7 @@ impl EnvWorker {
                 let Ok(spec) = s3::parse_bucket(before) else {
                     continue;
                 };
-                match s3::delete_bucket(&s3t.client, &spec).await {
+                match s3::delete_bucket(&s3t.client, &spec, &s3t.owner).await {
                     Ok(outcome) => {
                         t.bucket_counts.deleted += 1;
                         t.messages
@@ -800,7 +802,7 @@ impl EnvWorker {
         }
         if let Some(s3t) = &self.s3 {
             for spec in &t.buckets_applied {
-                match s3::check_health(&s3t.client, spec).await {
+                match s3::check_health(&s3t.client, spec, &s3t.owner).await {
                     Ok(issues) => problems.extend(issues.into_iter().map(|reason| ObjectError {
                         object: spec.object_name(),
                         at: None,
