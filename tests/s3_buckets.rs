@@ -8,8 +8,8 @@ use aws_sdk_s3::types::{
 };
 use gitopsd::manifest::parse_file;
 use gitopsd::s3::{
-    self, Owner, BucketAction, BucketSpec, DeleteOutcome, RequestLog, S3Error, S3Settings, apply_bucket,
-    check_health, delete_bucket, parse_bucket, plan_bucket,
+    self, BucketAction, BucketSpec, DeleteOutcome, Owner, RequestLog, S3Error, S3Settings,
+    apply_bucket, check_health, delete_bucket, parse_bucket, plan_bucket,
 };
 
 fn settings(tb: &support::Testbed, endpoint_var: &str) -> S3Settings {
@@ -42,7 +42,13 @@ async fn put_tags(sdk: &aws_sdk_s3::Client, bucket: &str, pairs: &[(&str, &str)]
     }
     let set = tags
         .iter()
-        .map(|(k, v)| aws_sdk_s3::types::Tag::builder().key(k).value(v).build().unwrap())
+        .map(|(k, v)| {
+            aws_sdk_s3::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .unwrap()
+        })
         .collect();
     sdk.put_bucket_tagging()
         .bucket(bucket)
@@ -124,7 +130,9 @@ fn spec_b(bucket: &str) -> BucketSpec {
 /// Plans and applies; returns the plan.
 async fn converge(c: &aws_sdk_s3::Client, s: &BucketSpec) -> s3::BucketPlan {
     let plan = plan_bucket(c, s, &owner(), None).await.expect("plan");
-    apply_bucket(c, s, &owner(), &plan, None).await.expect("apply");
+    apply_bucket(c, s, &owner(), &plan, None)
+        .await
+        .expect("apply");
     plan
 }
 
@@ -241,7 +249,12 @@ async fn every_field_updates_and_rollback_restores_the_previous_configuration() 
     fields.sort();
     assert_eq!(fields, ["cors", "lifecycle", "tags"]);
     assert_healthy(&c, &empty).await;
-    assert!(plan_bucket(&c, &empty, &owner(), None).await.unwrap().is_noop());
+    assert!(
+        plan_bucket(&c, &empty, &owner(), None)
+            .await
+            .unwrap()
+            .is_noop()
+    );
 }
 
 #[tokio::test]
@@ -330,7 +343,9 @@ async fn minimal_spec_is_secure_by_default_and_leaves_the_rest_alone() {
     assert_healthy(&c, &s).await;
     let tags = sdk.get_bucket_tagging().bucket(&name).send().await.unwrap();
     assert!(
-        tags.tag_set().iter().any(|t| t.key() == "owner" && t.value() == "ops"),
+        tags.tag_set()
+            .iter()
+            .any(|t| t.key() == "owner" && t.value() == "ops"),
         "{tags:?}"
     );
 }
@@ -392,7 +407,10 @@ async fn retain_keeps_and_delete_refuses_a_non_empty_bucket() {
         .send()
         .await
         .unwrap();
-    assert_eq!(delete_bucket(&c, &s, &owner()).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        delete_bucket(&c, &s, &owner()).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert_eq!(
         delete_bucket(&c, &s, &owner()).await.unwrap(),
         DeleteOutcome::AlreadyGone

@@ -49,9 +49,7 @@ fn spec(bucket: &str, body: &str) -> BucketSpec {
 
 async fn converge(c: &aws_sdk_s3::Client, s: &BucketSpec, owner: &Owner) {
     let plan = plan_bucket(c, s, owner, None).await.expect("plan");
-    apply_bucket(c, s, owner, &plan, None)
-        .await
-        .expect("apply");
+    apply_bucket(c, s, owner, &plan, None).await.expect("apply");
 }
 
 /// The bucket's tag set, read with the raw SDK (empty when it has none).
@@ -117,7 +115,11 @@ async fn created_buckets_carry_ownership_tags_that_are_never_a_difference() {
 
     let plan = plan_bucket(&c, &s, &ours(), None).await.unwrap();
     assert_eq!(plan.action, BucketAction::Create);
-    assert!(!plan.diff_text().contains("gitopsd.dev/"), "{}", plan.diff_text());
+    assert!(
+        !plan.diff_text().contains("gitopsd.dev/"),
+        "{}",
+        plan.diff_text()
+    );
     let report = apply_bucket(&c, &s, &ours(), &plan, None).await.unwrap();
     assert!(report.created);
     let mut want = ours().tags();
@@ -135,9 +137,19 @@ async fn created_buckets_carry_ownership_tags_that_are_never_a_difference() {
     let plan = plan_bucket(&c, &updated, &ours(), None).await.unwrap();
     assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
     assert_eq!(plan.changes[0].field, "tags");
-    assert!(!plan.changes[0].before.contains("gitopsd.dev/"), "{:?}", plan.changes);
-    assert!(!plan.changes[0].after.contains("gitopsd.dev/"), "{:?}", plan.changes);
-    apply_bucket(&c, &updated, &ours(), &plan, None).await.unwrap();
+    assert!(
+        !plan.changes[0].before.contains("gitopsd.dev/"),
+        "{:?}",
+        plan.changes
+    );
+    assert!(
+        !plan.changes[0].after.contains("gitopsd.dev/"),
+        "{:?}",
+        plan.changes
+    );
+    apply_bucket(&c, &updated, &ours(), &plan, None)
+        .await
+        .unwrap();
     let mut want = ours().tags();
     want.insert("team".into(), "platform".into());
     assert_eq!(raw_tags(&sdk, &name).await, want);
@@ -146,7 +158,12 @@ async fn created_buckets_carry_ownership_tags_that_are_never_a_difference() {
     let cleared = spec(&name, "  versioning: Enabled\n  tags: {}\n");
     converge(&c, &cleared, &ours()).await;
     assert_eq!(raw_tags(&sdk, &name).await, ours().tags());
-    assert!(plan_bucket(&c, &cleared, &ours(), None).await.unwrap().is_noop());
+    assert!(
+        plan_bucket(&c, &cleared, &ours(), None)
+            .await
+            .unwrap()
+            .is_noop()
+    );
 
     // A spec without a tags section still marks the bucket it creates.
     let bare = support::unique_name("owned-bare");
@@ -181,14 +198,22 @@ async fn an_existing_bucket_without_our_tags_is_not_adopted_or_changed() {
     log.clear();
     let err = plan_bucket(&c, &s, &ours(), None).await.unwrap_err();
     assert_not_owned(&err, &name, &ours());
-    assert!(err.to_string().contains("no gitopsd ownership tags"), "{err}");
+    assert!(
+        err.to_string().contains("no gitopsd ownership tags"),
+        "{err}"
+    );
     assert_eq!(
         delete_bucket(&c, &s, &ours()).await.unwrap(),
         DeleteOutcome::NotOwned
     );
     assert_eq!(log.writes(), 0, "{:?}", log.entries());
     assert_eq!(raw_tags(&sdk, &name).await, before_tags);
-    let v = sdk.get_bucket_versioning().bucket(&name).send().await.unwrap();
+    let v = sdk
+        .get_bucket_versioning()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v.status(), Some(&BucketVersioningStatus::Enabled));
 
     // A bucket with no tags at all is refused the same way.
@@ -228,7 +253,11 @@ async fn a_bucket_of_another_instance_or_environment_is_neither_adopted_nor_dele
         log.clear();
         let err = plan_bucket(&c, &s, &intruder, None).await.unwrap_err();
         assert_not_owned(&err, &name, &intruder);
-        assert!(err.to_string().contains("gitopsd.dev/instance=other-instance"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("gitopsd.dev/instance=other-instance"),
+            "{err}"
+        );
         assert_eq!(
             delete_bucket(&c, &s, &intruder).await.unwrap(),
             DeleteOutcome::NotOwned
@@ -280,8 +309,8 @@ async fn an_owned_bucket_is_deleted() {
 #[test]
 fn a_spec_setting_ownership_tags_is_rejected_at_parse_time() {
     for key in [INSTANCE_TAG, ENVIRONMENT_TAG, "gitopsd.dev/anything"] {
-        let err = manifest_spec("my-bucket", &format!("  tags: {{team: web, {key}: x}}\n"))
-            .unwrap_err();
+        let err =
+            manifest_spec("my-bucket", &format!("  tags: {{team: web, {key}: x}}\n")).unwrap_err();
         assert!(
             err.contains(&format!(
                 "env/dev/bucket.yaml:1: Bucket assets: spec.tags.{key}: the gitopsd.dev/ prefix is reserved"
@@ -315,6 +344,9 @@ async fn an_unreachable_server_gives_a_transient_error_without_credentials() {
         assert!(err.is_transient(), "{err:?}");
         let text = format!("{err} {err:?}");
         assert!(text.contains("unreachable-bucket"), "{text}");
-        assert!(!text.contains(secret) && !text.contains("AKIAOWNERSHIPTEST"), "{text}");
+        assert!(
+            !text.contains(secret) && !text.contains("AKIAOWNERSHIPTEST"),
+            "{text}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use gitopsd::manifest::parse_file;
 use gitopsd::s3::{
-    self, Owner, BucketAction, BucketSpec, MemorySource, ObjectSource, RequestLog, S3Error, S3Settings,
-    SourceFile, apply_bucket, parse_bucket, plan_bucket,
+    self, BucketAction, BucketSpec, MemorySource, ObjectSource, Owner, RequestLog, S3Error,
+    S3Settings, SourceFile, apply_bucket, parse_bucket, plan_bucket,
 };
 
 async fn client(tb: &support::Testbed) -> (aws_sdk_s3::Client, RequestLog) {
@@ -134,7 +134,9 @@ async fn sync_first_noop_changed_and_removed_files() {
         ]
     );
     assert_eq!(log.writes(), 0);
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(report.uploaded, 4, "{report:?}");
     assert_eq!(list(&sdk, &name).await.len(), 4);
     let head = sdk
@@ -166,7 +168,9 @@ async fn sync_first_noop_changed_and_removed_files() {
     assert!(plan.is_noop(), "{}\n{:?}", plan.diff_text(), plan.objects);
     assert_eq!(plan.objects.unchanged, 4);
     assert_eq!(plan.objects.head_requests, 0);
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(report.write_calls, 0);
     let entries = log.entries();
     assert_eq!(log.writes(), 0, "{entries:?}");
@@ -202,7 +206,9 @@ async fn sync_first_noop_changed_and_removed_files() {
         text.contains("~ static/css/site.css\n- static/empty.txt\n"),
         "{text}"
     );
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(
         (report.uploaded, report.deleted, report.write_calls),
         (1, 1, 2),
@@ -221,7 +227,12 @@ async fn sync_first_noop_changed_and_removed_files() {
         body.body.collect().await.unwrap().into_bytes().as_ref(),
         b"body { color: RED }"
     );
-    assert!(plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap().is_noop());
+    assert!(
+        plan_bucket(&c, &s, &owner(), Some(&source))
+            .await
+            .unwrap()
+            .is_noop()
+    );
 
     // Objects outside the prefix are never touched; with delete: false nothing is deleted.
     sdk.put_object()
@@ -233,11 +244,15 @@ async fn sync_first_noop_changed_and_removed_files() {
         .unwrap();
     std::fs::remove_file(root.join("assets/dev/index.html")).unwrap();
     let keep = spec(&name, "    source: assets/dev\n    prefix: static/\n");
-    let plan = plan_bucket(&c, &keep, &owner(), Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &keep, &owner(), Some(&source))
+        .await
+        .unwrap();
     assert!(plan.objects.is_noop(), "{:?}", plan.objects);
     let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.objects.deletes, ["static/index.html"]);
-    apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert!(list(&sdk, &name).await.contains_key("other/keep.txt"));
 }
 
@@ -262,7 +277,9 @@ async fn large_files_use_multipart_and_resync_as_noop() {
     let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.objects.uploads, ["blobs/big.bin", "blobs/small.txt"]);
     log.clear();
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(report.uploaded, 2);
     let parts = log
         .entries()
@@ -361,7 +378,9 @@ async fn keys_escaping_the_prefix_are_rejected() {
     let (c, log) = client(tb).await;
     let name = support::unique_name("escape");
     let s = spec(&name, "    source: assets\n    prefix: p/\n");
-    let err = plan_bucket(&c, &s, &owner(), Some(&Evil)).await.unwrap_err();
+    let err = plan_bucket(&c, &s, &owner(), Some(&Evil))
+        .await
+        .unwrap_err();
     assert!(matches!(err, S3Error::InvalidKey { .. }), "{err:?}");
     assert!(!err.is_transient());
     assert!(err.to_string().contains(&name), "{err}");
@@ -406,7 +425,9 @@ async fn bench_sync_1000_small_files() {
 
     let t = Instant::now();
     let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let first = t.elapsed();
     let first_requests = log.total();
     assert_eq!(report.uploaded, 1000);
@@ -414,7 +435,9 @@ async fn bench_sync_1000_small_files() {
     log.clear();
     let t = Instant::now();
     let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let noop = t.elapsed();
     assert!(plan.is_noop());
     assert_eq!(report.write_calls, 0);
@@ -428,7 +451,9 @@ async fn bench_sync_1000_small_files() {
     log.clear();
     let t = Instant::now();
     let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
-    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let one = t.elapsed();
     assert_eq!(report.uploaded, 1);
 
@@ -462,8 +487,12 @@ async fn header_changes_are_found_with_verify_object_headers() {
     source.insert("web/index.html", "<p>hi</p>");
     source.insert("web/app.js", "console.log(1)");
     let old = spec(&name, "    source: web\n    cacheControl: no-cache\n");
-    let plan = plan_bucket(&c, &old, &owner(), Some(&source)).await.unwrap();
-    apply_bucket(&c, &old, &owner(), &plan, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &old, &owner(), Some(&source))
+        .await
+        .unwrap();
+    apply_bucket(&c, &old, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
 
     let new = spec(
         &name,
@@ -490,7 +519,9 @@ async fn header_changes_are_found_with_verify_object_headers() {
         .unwrap();
     assert_eq!(plan.objects.head_requests, 2);
     assert_eq!(plan.objects.replaced, ["app.js", "index.html"]);
-    apply_bucket(&c, &new, &owner(), &plan, Some(&source)).await.unwrap();
+    apply_bucket(&c, &new, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let sdk = tb.s3_client_2().await;
     let head = sdk
         .head_object()

@@ -741,7 +741,8 @@ impl EnvWorker {
                     .as_ref()
                     .map(|_| &objects_source as &dyn s3::ObjectSource);
                 let result = async {
-                    let bucket_plan = s3::plan_bucket(&s3t.client, spec, &s3t.owner, objects).await?;
+                    let bucket_plan =
+                        s3::plan_bucket(&s3t.client, spec, &s3t.owner, objects).await?;
                     if bucket_plan.is_noop() {
                         return Ok::<_, S3Error>(None);
                     }

@@ -32,10 +32,10 @@ use serde_json::Value;
 
 pub use error::S3Error;
 pub use live::LiveBucket;
-pub use owner::Owner;
 pub use objects::{
     MemorySource, ObjectPlan, ObjectSource, SHA256_METADATA, SourceFile, content_type, object_key,
 };
+pub use owner::Owner;
 pub use spec::{
     BucketConfig, BucketSpec, CorsRule, DeletionPolicy, Encryption, Field, LifecycleRule,
     ObjectSync, PublicAccessBlock, RuleStatus, SseType, Transition, VersioningStatus, parse_bucket,
@@ -642,7 +642,7 @@ pub async fn apply_bucket(
             return Ok(report);
         }
         BucketAction::Create => {
-            new_bucket = create_owned(client, &rclient, spec, owner, &mut report).await?;
+            new_bucket = owner::create_owned(client, &rclient, spec, owner, &mut report).await?;
         }
     }
     for field in &plan.fields {
@@ -684,47 +684,6 @@ pub async fn apply_bucket(
         "applied bucket plan"
     );
     Ok(report)
-}
-
-/// Creates the bucket and tags it as `owner`'s (with the spec's tags) before anything else.
-/// Returns whether the bucket is new; a bucket that appeared since the plan must be ours.
-async fn create_owned(
-    client: &Client,
-    rclient: &Client,
-    spec: &BucketSpec,
-    owner: &Owner,
-    report: &mut ApplyReport,
-) -> Result<bool, S3Error> {
-    let bucket = spec.name.as_str();
-    if !create_bucket(rclient, bucket, &effective_region(client, spec)).await? {
-        let mut tags = live::read_tag_set(rclient, bucket).await?;
-        let ownership = tags.as_mut().map(owner::take_ownership_tags);
-        owner.check(bucket, ownership.as_ref())?;
-        return Ok(false);
-    }
-    report.write_calls += 1;
-    report.created = true;
-    let tagged = BucketConfig {
-        tags: Some(owner.merged(spec.config.tags.as_ref())),
-        ..BucketConfig::default()
-    };
-    if let Err(e) = live::write_field(rclient, bucket, &tagged, Field::Tags, true).await {
-        // An untagged bucket would not be ours on the next attempt: remove the empty new bucket so
-        // a retry starts from scratch.
-        match rclient.delete_bucket().bucket(bucket).send().await {
-            Ok(_) => tracing::warn!(bucket, error = %e, "tagging the new bucket failed; deleted it again"),
-            Err(d) => {
-                let d = S3Error::from_sdk(bucket, "DeleteBucket", None, &d);
-                tracing::error!(bucket, error = %e, delete_error = %d, "tagging the new bucket failed and deleting it failed: it is not marked as gitopsd's");
-            }
-        }
-        return Err(e);
-    }
-    report.write_calls += 1;
-    if spec.config.has(Field::Tags) {
-        report.fields.push(Field::Tags.name().to_string());
-    }
-    Ok(true)
 }
 
 /// Uploads and deletes the objects the plan lists.

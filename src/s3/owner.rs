@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use super::S3Error;
+use aws_sdk_s3::Client;
+
+use super::{ApplyReport, BucketConfig, BucketSpec, Field, S3Error, live};
 
 /// Tag naming the gitopsd instance (host config `instance:`) that owns the bucket.
 pub const INSTANCE_TAG: &str = "gitopsd.dev/instance";
@@ -73,6 +75,49 @@ impl Owner {
             found: describe(ownership),
         })
     }
+}
+
+/// Creates the bucket and tags it as `owner`'s (with the spec's tags) before anything else.
+/// Returns whether the bucket is new; a bucket that appeared since the plan must be ours.
+pub(super) async fn create_owned(
+    client: &Client,
+    rclient: &Client,
+    spec: &BucketSpec,
+    owner: &Owner,
+    report: &mut ApplyReport,
+) -> Result<bool, S3Error> {
+    let bucket = spec.name.as_str();
+    if !super::create_bucket(rclient, bucket, &super::effective_region(client, spec)).await? {
+        let mut tags = live::read_tag_set(rclient, bucket).await?;
+        let ownership = tags.as_mut().map(take_ownership_tags);
+        owner.check(bucket, ownership.as_ref())?;
+        return Ok(false);
+    }
+    report.write_calls += 1;
+    report.created = true;
+    let tagged = BucketConfig {
+        tags: Some(owner.merged(spec.config.tags.as_ref())),
+        ..BucketConfig::default()
+    };
+    if let Err(e) = live::write_field(rclient, bucket, &tagged, Field::Tags, true).await {
+        // An untagged bucket would not be ours on the next attempt: remove the empty new bucket so
+        // a retry starts from scratch.
+        match rclient.delete_bucket().bucket(bucket).send().await {
+            Ok(_) => {
+                tracing::warn!(bucket, error = %e, "tagging the new bucket failed; deleted it again")
+            }
+            Err(d) => {
+                let d = S3Error::from_sdk(bucket, "DeleteBucket", None, &d);
+                tracing::error!(bucket, error = %e, delete_error = %d, "tagging the new bucket failed and deleting it failed: it is not marked as gitopsd's");
+            }
+        }
+        return Err(e);
+    }
+    report.write_calls += 1;
+    if spec.config.has(Field::Tags) {
+        report.fields.push(Field::Tags.name().to_string());
+    }
+    Ok(true)
 }
 
 /// Removes the ownership tags from a live tag set and returns them (only the two exact keys: any
@@ -165,11 +210,14 @@ mod tests {
             assert!(msg.contains(part), "{part}: {msg}");
         }
         let msg = o.check("assets", Some(&BTreeMap::new())).unwrap_err();
-        assert!(msg.to_string().contains("no gitopsd ownership tags"), "{msg}");
+        assert!(
+            msg.to_string().contains("no gitopsd ownership tags"),
+            "{msg}"
+        );
         assert!(o.check("assets", Some(&o.tags())).is_ok());
     }
 
-    fn parse(tags: &str) -> Result<super::super::BucketSpec, Vec<String>> {
+    fn parse(tags: &str) -> Result<BucketSpec, Vec<String>> {
         let yaml = format!(
             "apiVersion: gitopsd.dev/v1alpha1\nkind: Bucket\nmetadata: {{name: b}}\nspec:\n  name: my-bucket\n  tags: {tags}\n"
         );
@@ -185,7 +233,9 @@ mod tests {
             let errs = parse(&format!("{{team: web, {key}: x}}")).unwrap_err();
             let all = errs.join("\n");
             assert!(
-                all.contains(&format!("Bucket b: spec.tags.{key}: the gitopsd.dev/ prefix is reserved")),
+                all.contains(&format!(
+                    "Bucket b: spec.tags.{key}: the gitopsd.dev/ prefix is reserved"
+                )),
                 "{all}"
             );
         }
