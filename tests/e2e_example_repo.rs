@@ -854,8 +854,18 @@ async fn check_buckets(s3: &aws_sdk_s3::Client, env: &str, decl: &[Declared], re
         }
         if let Some(tags) = spec["tags"].as_object() {
             let got = s3.get_bucket_tagging().bucket(bucket).send().await.unwrap();
-            let live: BTreeMap<&str, &str> =
+            let mut live: BTreeMap<&str, &str> =
                 got.tag_set().iter().map(|t| (t.key(), t.value())).collect();
+            // The ownership tags come besides the spec's (the instance name is the host config's).
+            assert_eq!(
+                live.remove("gitopsd.dev/environment"),
+                Some(env),
+                "{bucket}: ownership"
+            );
+            assert!(
+                live.remove("gitopsd.dev/instance").is_some(),
+                "{bucket}: ownership"
+            );
             let want: BTreeMap<&str, &str> = tags
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))

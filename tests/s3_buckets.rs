@@ -8,8 +8,8 @@ use aws_sdk_s3::types::{
 };
 use gitopsd::manifest::parse_file;
 use gitopsd::s3::{
-    self, BucketAction, BucketSpec, DeleteOutcome, RequestLog, S3Error, S3Settings, apply_bucket,
-    check_health, delete_bucket, parse_bucket, plan_bucket,
+    self, BucketAction, BucketSpec, DeleteOutcome, Owner, RequestLog, S3Error, S3Settings,
+    apply_bucket, check_health, delete_bucket, parse_bucket, plan_bucket,
 };
 
 fn settings(tb: &support::Testbed, endpoint_var: &str) -> S3Settings {
@@ -24,6 +24,43 @@ fn settings(tb: &support::Testbed, endpoint_var: &str) -> S3Settings {
 
 async fn client(tb: &support::Testbed) -> (aws_sdk_s3::Client, RequestLog) {
     s3::client_with_log(&settings(tb, "GITOPSD_TEST_S3_ENDPOINT")).await
+}
+
+/// The owner these tests plan and apply as (bucket names are unique per test).
+fn owner() -> Owner {
+    Owner::new("s3-tests", "dev")
+}
+
+/// Replaces the bucket's tag set with the raw SDK: `pairs`, plus our ownership tags if `owned`.
+async fn put_tags(sdk: &aws_sdk_s3::Client, bucket: &str, pairs: &[(&str, &str)], owned: bool) {
+    let mut tags: std::collections::BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if owned {
+        tags.extend(owner().tags());
+    }
+    let set = tags
+        .iter()
+        .map(|(k, v)| {
+            aws_sdk_s3::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    sdk.put_bucket_tagging()
+        .bucket(bucket)
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .set_tag_set(Some(set))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 fn spec(bucket: &str, body: &str) -> BucketSpec {
@@ -92,13 +129,15 @@ fn spec_b(bucket: &str) -> BucketSpec {
 
 /// Plans and applies; returns the plan.
 async fn converge(c: &aws_sdk_s3::Client, s: &BucketSpec) -> s3::BucketPlan {
-    let plan = plan_bucket(c, s, None).await.expect("plan");
-    apply_bucket(c, s, &plan, None).await.expect("apply");
+    let plan = plan_bucket(c, s, &owner(), None).await.expect("plan");
+    apply_bucket(c, s, &owner(), &plan, None)
+        .await
+        .expect("apply");
     plan
 }
 
 async fn assert_healthy(c: &aws_sdk_s3::Client, s: &BucketSpec) {
-    let problems = check_health(c, s).await.expect("health");
+    let problems = check_health(c, s, &owner()).await.expect("health");
     assert!(problems.is_empty(), "unhealthy: {problems:?}");
 }
 
@@ -109,7 +148,7 @@ async fn create_then_noop_makes_no_write_calls() {
     let name = support::unique_name("create");
     let s = spec_a(&name);
 
-    let plan = plan_bucket(&c, &s, None).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), None).await.unwrap();
     assert_eq!(plan.action, BucketAction::Create);
     assert_eq!(
         log.writes(),
@@ -136,17 +175,17 @@ async fn create_then_noop_makes_no_write_calls() {
         plan.diff_text()
     );
 
-    let report = apply_bucket(&c, &s, &plan, None).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, None).await.unwrap();
     assert!(report.created);
     assert_eq!(report.write_calls, 8, "CreateBucket + 7 fields: {report:?}");
     assert_healthy(&c, &s).await;
 
     // Second round: nothing to do, and nothing is written.
     log.clear();
-    let plan = plan_bucket(&c, &s, None).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), None).await.unwrap();
     assert!(plan.is_noop(), "{:?}\n{}", plan.changes, plan.diff_text());
     assert_eq!(plan.action, BucketAction::Unchanged);
-    let report = apply_bucket(&c, &s, &plan, None).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, None).await.unwrap();
     assert_eq!(report.write_calls, 0);
     assert_eq!(log.writes(), 0, "{:?}", log.entries());
     assert_eq!(plan.diff_text(), "");
@@ -161,7 +200,7 @@ async fn every_field_updates_and_rollback_restores_the_previous_configuration() 
     converge(&c, &a).await;
     assert_healthy(&c, &a).await;
 
-    let plan = plan_bucket(&c, &b, None).await.unwrap();
+    let plan = plan_bucket(&c, &b, &owner(), None).await.unwrap();
     assert_eq!(plan.action, BucketAction::Update);
     let mut fields: Vec<&str> = plan.changes.iter().map(|c| c.field.as_str()).collect();
     fields.sort();
@@ -187,19 +226,19 @@ async fn every_field_updates_and_rollback_restores_the_previous_configuration() 
         "{text}"
     );
     log.clear();
-    let report = apply_bucket(&c, &b, &plan, None).await.unwrap();
+    let report = apply_bucket(&c, &b, &owner(), &plan, None).await.unwrap();
     assert_eq!(report.write_calls, 7, "{report:?}");
     assert_eq!(log.writes(), 7, "{:?}", log.entries());
     assert_healthy(&c, &b).await;
-    assert!(plan_bucket(&c, &b, None).await.unwrap().is_noop());
+    assert!(plan_bucket(&c, &b, &owner(), None).await.unwrap().is_noop());
 
     // Rollback: applying the previous spec restores the previous configuration.
     let back = converge(&c, &a).await;
     assert_eq!(back.changes.len(), 7);
     assert_healthy(&c, &a).await;
-    assert!(plan_bucket(&c, &a, None).await.unwrap().is_noop());
+    assert!(plan_bucket(&c, &a, &owner(), None).await.unwrap().is_noop());
     assert!(
-        !check_health(&c, &b).await.unwrap().is_empty(),
+        !check_health(&c, &b, &owner()).await.unwrap().is_empty(),
         "B no longer matches"
     );
 
@@ -210,7 +249,12 @@ async fn every_field_updates_and_rollback_restores_the_previous_configuration() 
     fields.sort();
     assert_eq!(fields, ["cors", "lifecycle", "tags"]);
     assert_healthy(&c, &empty).await;
-    assert!(plan_bucket(&c, &empty, None).await.unwrap().is_noop());
+    assert!(
+        plan_bucket(&c, &empty, &owner(), None)
+            .await
+            .unwrap()
+            .is_noop()
+    );
 }
 
 #[tokio::test]
@@ -233,11 +277,8 @@ async fn drift_is_planned_and_repaired() {
         .send()
         .await
         .unwrap();
-    sdk.delete_bucket_tagging()
-        .bucket(&name)
-        .send()
-        .await
-        .unwrap();
+    // Someone else's tag set (that keeps the ownership tags: without them the bucket is disowned).
+    put_tags(&sdk, &name, &[("team", "someone-else")], true).await;
     sdk.put_public_access_block()
         .bucket(&name)
         .public_access_block_configuration(
@@ -253,9 +294,9 @@ async fn drift_is_planned_and_repaired() {
         .unwrap();
     sdk.delete_bucket_cors().bucket(&name).send().await.unwrap();
 
-    let problems = check_health(&c, &s).await.unwrap();
+    let problems = check_health(&c, &s, &owner()).await.unwrap();
     assert_eq!(problems.len(), 4, "{problems:?}");
-    let plan = plan_bucket(&c, &s, None).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), None).await.unwrap();
     let mut fields: Vec<&str> = plan.changes.iter().map(|c| c.field.as_str()).collect();
     fields.sort();
     assert_eq!(fields, ["cors", "publicAccessBlock", "tags", "versioning"]);
@@ -268,10 +309,10 @@ async fn drift_is_planned_and_repaired() {
         text.contains("-  blockPublicAcls: false") && text.contains("+  blockPublicAcls: true"),
         "{text}"
     );
-    let report = apply_bucket(&c, &s, &plan, None).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, None).await.unwrap();
     assert_eq!(report.write_calls, 4);
     assert_healthy(&c, &s).await;
-    assert!(plan_bucket(&c, &s, None).await.unwrap().is_noop());
+    assert!(plan_bucket(&c, &s, &owner(), None).await.unwrap().is_noop());
 }
 
 #[tokio::test]
@@ -293,30 +334,19 @@ async fn minimal_spec_is_secure_by_default_and_leaves_the_rest_alone() {
     assert_eq!(pab.block_public_acls(), Some(true));
     assert_eq!(pab.restrict_public_buckets(), Some(true));
 
-    // Tags set by someone else are not managed, so not touched, and not even read.
-    sdk.put_bucket_tagging()
-        .bucket(&name)
-        .tagging(
-            aws_sdk_s3::types::Tagging::builder()
-                .tag_set(
-                    aws_sdk_s3::types::Tag::builder()
-                        .key("owner")
-                        .value("ops")
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    // Tags set by someone else are not managed, so not touched: they are read only for the
+    // ownership tags, which are kept out of every comparison.
+    put_tags(&sdk, &name, &[("owner", "ops")], true).await;
     log.clear();
-    assert!(plan_bucket(&c, &s, None).await.unwrap().is_noop());
+    assert!(plan_bucket(&c, &s, &owner(), None).await.unwrap().is_noop());
+    assert_eq!(log.writes(), 0, "{:?}", log.entries());
+    assert_healthy(&c, &s).await;
+    let tags = sdk.get_bucket_tagging().bucket(&name).send().await.unwrap();
     assert!(
-        !log.entries().iter().any(|(_, what)| what == "tagging"),
-        "{:?}",
-        log.entries()
+        tags.tag_set()
+            .iter()
+            .any(|t| t.key() == "owner" && t.value() == "ops"),
+        "{tags:?}"
     );
 }
 
@@ -331,7 +361,7 @@ async fn retain_keeps_and_delete_refuses_a_non_empty_bucket() {
     converge(&c, &s).await;
     log.clear();
     assert_eq!(
-        delete_bucket(&c, &s).await.unwrap(),
+        delete_bucket(&c, &s, &owner()).await.unwrap(),
         DeleteOutcome::Retained
     );
     assert_eq!(log.total(), 0, "Retain makes no call");
@@ -351,7 +381,7 @@ async fn retain_keeps_and_delete_refuses_a_non_empty_bucket() {
         .send()
         .await
         .unwrap();
-    let err = delete_bucket(&c, &s).await.unwrap_err();
+    let err = delete_bucket(&c, &s, &owner()).await.unwrap_err();
     assert!(
         matches!(&err, S3Error::NotEmpty { bucket } if bucket == &gone),
         "{err:?}"
@@ -369,7 +399,7 @@ async fn retain_keeps_and_delete_refuses_a_non_empty_bucket() {
 
     // Through a deletion plan too.
     let plan = s3::BucketPlan::deletion(&s);
-    assert!(apply_bucket(&c, &s, &plan, None).await.is_err());
+    assert!(apply_bucket(&c, &s, &owner(), &plan, None).await.is_err());
 
     sdk.delete_object()
         .bucket(&gone)
@@ -377,14 +407,17 @@ async fn retain_keeps_and_delete_refuses_a_non_empty_bucket() {
         .send()
         .await
         .unwrap();
-    assert_eq!(delete_bucket(&c, &s).await.unwrap(), DeleteOutcome::Deleted);
     assert_eq!(
-        delete_bucket(&c, &s).await.unwrap(),
+        delete_bucket(&c, &s, &owner()).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert_eq!(
+        delete_bucket(&c, &s, &owner()).await.unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert!(sdk.head_bucket().bucket(&gone).send().await.is_err());
     assert_eq!(
-        plan_bucket(&c, &s, None).await.unwrap().action,
+        plan_bucket(&c, &s, &owner(), None).await.unwrap().action,
         BucketAction::Create
     );
 }
@@ -397,7 +430,7 @@ async fn errors_name_bucket_and_call_and_are_classified() {
     bad.endpoint = Some("http://127.0.0.1:9".into());
     let c = s3::client(&bad).await;
     let s = spec(&support::unique_name("unreachable"), "");
-    let err = plan_bucket(&c, &s, None).await.unwrap_err();
+    let err = plan_bucket(&c, &s, &owner(), None).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("HeadBucket") && msg.contains(&s.name), "{msg}");
@@ -410,8 +443,8 @@ async fn errors_name_bucket_and_call_and_are_classified() {
         &name,
         "  policy: {Version: '2012-10-17', Statement: [{Effect: Allow, Principal: '*', Action: 's3:NoSuchAction', Resource: 'arn:aws:s3:::not-this-bucket/*'}]}\n  publicAccessBlock: {blockPublicPolicy: false, restrictPublicBuckets: false}\n",
     );
-    let plan = plan_bucket(&c, &s, None).await.unwrap();
-    match apply_bucket(&c, &s, &plan, None).await {
+    let plan = plan_bucket(&c, &s, &owner(), None).await.unwrap();
+    match apply_bucket(&c, &s, &owner(), &plan, None).await {
         Ok(_) => {} // moto stores policies without checking them; AWS would refuse this one.
         Err(e) => {
             assert!(!e.is_transient(), "{e:?}");
@@ -442,11 +475,11 @@ async fn buckets_are_created_in_their_region_and_cannot_move() {
         loc.location_constraint().map(|l| l.as_str()),
         Some("eu-west-1")
     );
-    assert!(plan_bucket(&c, &s, None).await.unwrap().is_noop());
+    assert!(plan_bucket(&c, &s, &owner(), None).await.unwrap().is_noop());
     assert_healthy(&c, &s).await;
 
     let moved = spec(&name, "  region: us-west-2\n  versioning: Enabled\n");
-    match plan_bucket(&c, &moved, None).await {
+    match plan_bucket(&c, &moved, &owner(), None).await {
         Err(e @ S3Error::Conflict { .. }) => {
             assert!(e.to_string().contains("eu-west-1"), "{e}");
             assert!(!e.is_transient());

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use gitopsd::manifest::parse_file;
 use gitopsd::s3::{
-    self, BucketAction, BucketSpec, MemorySource, ObjectSource, RequestLog, S3Error, S3Settings,
-    SourceFile, apply_bucket, parse_bucket, plan_bucket,
+    self, BucketAction, BucketSpec, MemorySource, ObjectSource, Owner, RequestLog, S3Error,
+    S3Settings, SourceFile, apply_bucket, parse_bucket, plan_bucket,
 };
 
 async fn client(tb: &support::Testbed) -> (aws_sdk_s3::Client, RequestLog) {
@@ -23,6 +23,11 @@ async fn client(tb: &support::Testbed) -> (aws_sdk_s3::Client, RequestLog) {
         secret_access_key: Some(tb.env("AWS_SECRET_ACCESS_KEY").to_string()),
     };
     s3::client_with_log(&settings).await
+}
+
+/// The owner these tests plan and apply as (bucket names are unique per test).
+fn owner() -> Owner {
+    Owner::new("s3-tests", "dev")
 }
 
 fn spec(bucket: &str, objects: &str) -> BucketSpec {
@@ -117,7 +122,7 @@ async fn sync_first_noop_changed_and_removed_files() {
     let s = spec(&name, OBJECTS);
 
     // First sync: the bucket is created and every file uploaded.
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.action, BucketAction::Create);
     assert_eq!(
         plan.objects.uploads,
@@ -129,7 +134,9 @@ async fn sync_first_noop_changed_and_removed_files() {
         ]
     );
     assert_eq!(log.writes(), 0);
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(report.uploaded, 4, "{report:?}");
     assert_eq!(list(&sdk, &name).await.len(), 4);
     let head = sdk
@@ -157,11 +164,13 @@ async fn sync_first_noop_changed_and_removed_files() {
 
     // No-op re-sync: listing only for the objects, zero writes.
     log.clear();
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert!(plan.is_noop(), "{}\n{:?}", plan.diff_text(), plan.objects);
     assert_eq!(plan.objects.unchanged, 4);
     assert_eq!(plan.objects.head_requests, 0);
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(report.write_calls, 0);
     let entries = log.entries();
     assert_eq!(log.writes(), 0, "{entries:?}");
@@ -186,7 +195,7 @@ async fn sync_first_noop_changed_and_removed_files() {
     write(root, "assets/dev/css/site.css", b"body { color: RED }");
     std::fs::remove_file(root.join("assets/dev/empty.txt")).unwrap();
     log.clear();
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.action, BucketAction::Update);
     assert_eq!(plan.objects.uploads, ["static/css/site.css"]);
     assert_eq!(plan.objects.replaced, ["static/css/site.css"]);
@@ -197,7 +206,9 @@ async fn sync_first_noop_changed_and_removed_files() {
         text.contains("~ static/css/site.css\n- static/empty.txt\n"),
         "{text}"
     );
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(
         (report.uploaded, report.deleted, report.write_calls),
         (1, 1, 2),
@@ -216,7 +227,12 @@ async fn sync_first_noop_changed_and_removed_files() {
         body.body.collect().await.unwrap().into_bytes().as_ref(),
         b"body { color: RED }"
     );
-    assert!(plan_bucket(&c, &s, Some(&source)).await.unwrap().is_noop());
+    assert!(
+        plan_bucket(&c, &s, &owner(), Some(&source))
+            .await
+            .unwrap()
+            .is_noop()
+    );
 
     // Objects outside the prefix are never touched; with delete: false nothing is deleted.
     sdk.put_object()
@@ -228,11 +244,15 @@ async fn sync_first_noop_changed_and_removed_files() {
         .unwrap();
     std::fs::remove_file(root.join("assets/dev/index.html")).unwrap();
     let keep = spec(&name, "    source: assets/dev\n    prefix: static/\n");
-    let plan = plan_bucket(&c, &keep, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &keep, &owner(), Some(&source))
+        .await
+        .unwrap();
     assert!(plan.objects.is_noop(), "{:?}", plan.objects);
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.objects.deletes, ["static/index.html"]);
-    apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert!(list(&sdk, &name).await.contains_key("other/keep.txt"));
 }
 
@@ -254,10 +274,12 @@ async fn large_files_use_multipart_and_resync_as_noop() {
     source.insert("data/big.bin", big.clone());
     source.insert("data/small.txt", "small");
 
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.objects.uploads, ["blobs/big.bin", "blobs/small.txt"]);
     log.clear();
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     assert_eq!(report.uploaded, 2);
     let parts = log
         .entries()
@@ -288,7 +310,7 @@ async fn large_files_use_multipart_and_resync_as_noop() {
     assert!(got.body.collect().await.unwrap().into_bytes().as_ref() == big.as_slice());
 
     log.clear();
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert!(plan.is_noop(), "{:?}", plan.objects);
     assert_eq!(
         plan.objects.head_requests, 0,
@@ -300,7 +322,7 @@ async fn large_files_use_multipart_and_resync_as_noop() {
     let mut changed = big.clone();
     changed[15 << 20] ^= 0xff;
     source.insert("data/big.bin", changed);
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
     assert_eq!(plan.objects.uploads, ["blobs/big.bin"]);
 }
 
@@ -356,7 +378,9 @@ async fn keys_escaping_the_prefix_are_rejected() {
     let (c, log) = client(tb).await;
     let name = support::unique_name("escape");
     let s = spec(&name, "    source: assets\n    prefix: p/\n");
-    let err = plan_bucket(&c, &s, Some(&Evil)).await.unwrap_err();
+    let err = plan_bucket(&c, &s, &owner(), Some(&Evil))
+        .await
+        .unwrap_err();
     assert!(matches!(err, S3Error::InvalidKey { .. }), "{err:?}");
     assert!(!err.is_transient());
     assert!(err.to_string().contains(&name), "{err}");
@@ -366,7 +390,7 @@ async fn keys_escaping_the_prefix_are_rejected() {
     let s = spec(&name, "    source: assets\n    maxFileSize: 10B\n");
     let mut src = MemorySource::new();
     src.insert("assets/big.txt", vec![b'x'; 11]);
-    let err = plan_bucket(&c, &s, Some(&src)).await.unwrap_err();
+    let err = plan_bucket(&c, &s, &owner(), Some(&src)).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -400,16 +424,20 @@ async fn bench_sync_1000_small_files() {
     }
 
     let t = Instant::now();
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let first = t.elapsed();
     let first_requests = log.total();
     assert_eq!(report.uploaded, 1000);
 
     log.clear();
     let t = Instant::now();
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let noop = t.elapsed();
     assert!(plan.is_noop());
     assert_eq!(report.write_calls, 0);
@@ -422,8 +450,10 @@ async fn bench_sync_1000_small_files() {
     source.insert("site/d3/file-0003.html", "changed");
     log.clear();
     let t = Instant::now();
-    let plan = plan_bucket(&c, &s, Some(&source)).await.unwrap();
-    let report = apply_bucket(&c, &s, &plan, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
+    let report = apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let one = t.elapsed();
     assert_eq!(report.uploaded, 1);
 
@@ -457,8 +487,12 @@ async fn header_changes_are_found_with_verify_object_headers() {
     source.insert("web/index.html", "<p>hi</p>");
     source.insert("web/app.js", "console.log(1)");
     let old = spec(&name, "    source: web\n    cacheControl: no-cache\n");
-    let plan = plan_bucket(&c, &old, Some(&source)).await.unwrap();
-    apply_bucket(&c, &old, &plan, Some(&source)).await.unwrap();
+    let plan = plan_bucket(&c, &old, &owner(), Some(&source))
+        .await
+        .unwrap();
+    apply_bucket(&c, &old, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
 
     let new = spec(
         &name,
@@ -471,7 +505,7 @@ async fn header_changes_are_found_with_verify_object_headers() {
     );
     // Listing cannot see headers: the cheap plan says nothing to do ...
     assert!(
-        plan_bucket(&c, &new, Some(&source))
+        plan_bucket(&c, &new, &owner(), Some(&source))
             .await
             .unwrap()
             .is_noop()
@@ -480,12 +514,14 @@ async fn header_changes_are_found_with_verify_object_headers() {
     let verify = s3::PlanOptions {
         verify_object_headers: true,
     };
-    let plan = s3::plan_bucket_with(&c, &new, Some(&source), verify)
+    let plan = s3::plan_bucket_with(&c, &new, &owner(), Some(&source), verify)
         .await
         .unwrap();
     assert_eq!(plan.objects.head_requests, 2);
     assert_eq!(plan.objects.replaced, ["app.js", "index.html"]);
-    apply_bucket(&c, &new, &plan, Some(&source)).await.unwrap();
+    apply_bucket(&c, &new, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
     let sdk = tb.s3_client_2().await;
     let head = sdk
         .head_object()
@@ -497,7 +533,7 @@ async fn header_changes_are_found_with_verify_object_headers() {
     assert_eq!(head.content_type(), Some("application/x-test"));
     assert_eq!(head.cache_control(), Some("public, max-age=60"));
     log.clear();
-    let plan = s3::plan_bucket_with(&c, &new, Some(&source), verify)
+    let plan = s3::plan_bucket_with(&c, &new, &owner(), Some(&source), verify)
         .await
         .unwrap();
     assert!(plan.is_noop(), "{:?}", plan.objects);

@@ -39,7 +39,7 @@ impl EnvWorker {
                 .objects
                 .as_ref()
                 .map(|_| &source as &dyn s3::ObjectSource);
-            match sync_one(&target.client, spec, objects).await {
+            match sync_one(target, spec, objects).await {
                 Ok(Synced::Unchanged) => t.bucket_counts.unchanged += 1,
                 Ok(Synced::Created) => t.bucket_counts.created += 1,
                 Ok(Synced::Updated) => t.bucket_counts.updated += 1,
@@ -70,9 +70,15 @@ impl EnvWorker {
             return Ok(());
         }
         for spec in removed {
-            match s3::delete_bucket(&target.client, spec).await {
+            match s3::delete_bucket(&target.client, spec, &target.owner).await {
+                Ok(s3::DeleteOutcome::NotOwned) => t.messages.push(format!(
+                    "{}: not deleted: it is not owned by this gitopsd instance for this environment",
+                    spec.object_name()
+                )),
                 Ok(outcome) => {
-                    t.bucket_counts.deleted += 1;
+                    if outcome == s3::DeleteOutcome::Deleted {
+                        t.bucket_counts.deleted += 1;
+                    }
                     t.messages.push(format!(
                         "{}: {}",
                         spec.object_name(),
@@ -96,7 +102,7 @@ impl EnvWorker {
             return Ok(problems);
         };
         for spec in p.buckets.values() {
-            match s3::check_health(&target.client, spec).await {
+            match s3::check_health(&target.client, spec, &target.owner).await {
                 Ok(issues) => problems.extend(issues.into_iter().map(|reason| ObjectError {
                     object: spec.object_name(),
                     at: None,
@@ -128,7 +134,7 @@ impl EnvWorker {
                 .objects
                 .as_ref()
                 .map(|_| &source as &dyn s3::ObjectSource);
-            match s3::plan_bucket(&target.client, spec, objects).await {
+            match s3::plan_bucket(&target.client, spec, &target.owner, objects).await {
                 Ok(plan) if plan.is_noop() => {}
                 Ok(_) => drifted.push(spec.object_name()),
                 Err(e) if e.is_transient() => return Err(e.into()),
@@ -142,16 +148,17 @@ impl EnvWorker {
 }
 
 async fn sync_one(
-    client: &aws_sdk_s3::Client,
+    target: &super::S3Target,
     spec: &BucketSpec,
     objects: Option<&dyn s3::ObjectSource>,
 ) -> Result<Synced, S3Error> {
-    let plan = s3::plan_bucket(client, spec, objects).await?;
+    let (client, owner) = (&target.client, &target.owner);
+    let plan = s3::plan_bucket(client, spec, owner, objects).await?;
     if plan.is_noop() {
         return Ok(Synced::Unchanged);
     }
     let created = plan.action == s3::BucketAction::Create;
-    s3::apply_bucket(client, spec, &plan, objects).await?;
+    s3::apply_bucket(client, spec, owner, &plan, objects).await?;
     Ok(if created {
         Synced::Created
     } else {
@@ -172,5 +179,6 @@ fn describe_delete(outcome: s3::DeleteOutcome) -> &'static str {
         s3::DeleteOutcome::Retained => "kept (deletionPolicy: Retain)",
         s3::DeleteOutcome::Deleted => "deleted",
         s3::DeleteOutcome::AlreadyGone => "already gone",
+        s3::DeleteOutcome::NotOwned => "not owned, left alone",
     }
 }

@@ -65,6 +65,7 @@ pub async fn build_workers(
                 })?;
                 Some(S3Target {
                     client: crate::s3::client(&settings).await,
+                    owner: crate::s3::Owner::new(config.instance(), env.name.clone()),
                 })
             }
             None => None,

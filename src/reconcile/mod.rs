@@ -121,6 +121,8 @@ impl Step {
 /// Cloud side of an environment.
 pub struct S3Target {
     pub client: aws_sdk_s3::Client,
+    /// Tags that mark a bucket as this instance's for this environment.
+    pub owner: crate::s3::Owner,
 }
 
 /// One environment's worker state.

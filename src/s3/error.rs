@@ -63,6 +63,20 @@ pub enum S3Error {
     /// Plan and spec do not belong together, or the plan is impossible to apply.
     #[error("bucket {bucket}: invalid plan: {message}")]
     InvalidPlan { bucket: String, message: String },
+    /// The bucket exists but is not this environment's: gitopsd does not adopt it.
+    #[error(
+        "bucket {bucket} already exists and is not managed by gitopsd instance {instance} for \
+         environment {environment} ({found}); gitopsd does not adopt it: to hand it over, tag it \
+         gitopsd.dev/instance={instance} and gitopsd.dev/environment={environment}, or rename the \
+         bucket in the spec"
+    )]
+    NotOwned {
+        bucket: String,
+        instance: String,
+        environment: String,
+        /// What the bucket carries instead (its ownership tags, or why they are unknown).
+        found: String,
+    },
 }
 
 fn key_suffix(key: &Option<String>) -> String {
@@ -123,7 +137,8 @@ impl S3Error {
             | S3Error::FileTooLarge { bucket, .. }
             | S3Error::Source { bucket, .. }
             | S3Error::Conflict { bucket, .. }
-            | S3Error::InvalidPlan { bucket, .. } => bucket,
+            | S3Error::InvalidPlan { bucket, .. }
+            | S3Error::NotOwned { bucket, .. } => bucket,
         }
     }
 
@@ -337,6 +352,74 @@ mod tests {
                 .contains("HeadObject on bucket bk key \"a/b.txt\""),
             "{e}"
         );
+    }
+
+    type HeadErr = SdkError<
+        aws_sdk_s3::operation::head_bucket::HeadBucketError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >;
+
+    #[test]
+    fn status_codes_and_content_errors_are_classified() {
+        for (code, status, transient) in [
+            ("TooManyRequests", 429, true),
+            ("BadGateway", 502, true),
+            ("GatewayTimeout", 504, true),
+            ("ServiceUnavailable", 503, true),
+            ("InvalidBucketName", 400, false),
+            ("MalformedXML", 400, false),
+            ("InvalidTag", 400, false),
+            ("BucketAlreadyExists", 409, false),
+        ] {
+            let e = S3Error::from_sdk("bk", "CreateBucket", None, &service_error(code, status));
+            assert_eq!(e.is_transient(), transient, "{code} {status}");
+        }
+    }
+
+    #[test]
+    fn connection_failures_are_transient_and_user_errors_are_not() {
+        use aws_sdk_s3::error::ConnectorError;
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e: HeadErr = SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
+        let e = S3Error::from_sdk("bk", "HeadBucket", None, &e);
+        assert!(e.is_transient(), "{e:?}");
+        assert!(e.to_string().contains("HeadBucket on bucket bk"), "{e}");
+        let e: HeadErr = SdkError::dispatch_failure(ConnectorError::timeout("slow".into()));
+        assert!(S3Error::from_sdk("bk", "HeadBucket", None, &e).is_transient());
+        let e: HeadErr = SdkError::dispatch_failure(ConnectorError::user("bad uri".into()));
+        assert!(!S3Error::from_sdk("bk", "HeadBucket", None, &e).is_transient());
+        let raw = |s: u16| {
+            aws_sdk_s3::config::http::HttpResponse::new(
+                s.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            )
+        };
+        let e: HeadErr = SdkError::response_error("unparsable body", raw(503));
+        assert!(S3Error::from_sdk("bk", "HeadBucket", None, &e).is_transient());
+        let e: HeadErr = SdkError::response_error("unparsable body", raw(400));
+        assert!(!S3Error::from_sdk("bk", "HeadBucket", None, &e).is_transient());
+        let e: HeadErr = SdkError::construction_failure("no region");
+        assert!(!S3Error::from_sdk("bk", "HeadBucket", None, &e).is_transient());
+    }
+
+    #[test]
+    fn server_messages_are_scrubbed_of_credentials() {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder()
+            .code("AccessDenied")
+            .message("denied for https://u:s3cr3t@h/b?X-Amz-Credential=AKIAEXAMPLE%2F1&X-Amz-Signature=f00d")
+            .build();
+        let raw = aws_sdk_s3::config::http::HttpResponse::new(
+            403.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        let e: HeadErr = SdkError::service_error(
+            aws_sdk_s3::operation::head_bucket::HeadBucketError::generic(meta),
+            raw,
+        );
+        let text = S3Error::from_sdk("bk", "HeadBucket", None, &e).to_string();
+        for secret in ["s3cr3t", "AKIAEXAMPLE", "f00d"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
     }
 
     #[test]

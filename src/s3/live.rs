@@ -22,6 +22,9 @@ pub struct LiveBucket {
     pub config: BucketConfig,
     /// Fields the server does not implement (HTTP 501 / `NotImplemented`).
     pub unsupported: Vec<Field>,
+    /// gitopsd's ownership tags on the bucket (kept out of `config.tags`); `None` when the server
+    /// does not implement bucket tagging.
+    pub ownership: Option<BTreeMap<String, String>>,
 }
 
 /// Result of one Get* call.
@@ -337,6 +340,18 @@ async fn read_policy(
         }
     });
     Ok(absent_as(got, None))
+}
+
+/// The bucket's whole tag set; `None` when the server does not implement bucket tagging.
+pub(crate) async fn read_tag_set(
+    client: &Client,
+    bucket: &str,
+) -> Result<Option<BTreeMap<String, String>>, S3Error> {
+    Ok(match read_tags(client, bucket).await? {
+        Got::Value(tags) => Some(tags),
+        Got::Absent => Some(BTreeMap::new()),
+        Got::Unsupported => None,
+    })
 }
 
 async fn read_tags(

@@ -5,6 +5,8 @@
 //!   write) and compares normalised forms into a [`BucketPlan`].
 //! - [`apply_bucket`] makes exactly the writes the plan lists: a no-op plan makes no call at all.
 //! - [`delete_bucket`] honours `deletionPolicy`; [`check_health`] reads back and compares.
+//! - Ownership ([`owner`]): buckets gitopsd creates carry two tags naming the [`Owner`]; an existing
+//!   bucket without them is never adopted, changed or deleted.
 //! - [`diff_specs`] compares two specs without touching S3 (previews).
 //!
 //! Retries: the SDK client built by [`client`] retries throttling, 5xx and timeouts itself
@@ -14,6 +16,7 @@
 pub mod error;
 mod live;
 pub mod objects;
+pub mod owner;
 pub mod spec;
 
 use std::fmt;
@@ -32,6 +35,7 @@ pub use live::LiveBucket;
 pub use objects::{
     MemorySource, ObjectPlan, ObjectSource, SHA256_METADATA, SourceFile, content_type, object_key,
 };
+pub use owner::Owner;
 pub use spec::{
     BucketConfig, BucketSpec, CorsRule, DeletionPolicy, Encryption, Field, LifecycleRule,
     ObjectSync, PublicAccessBlock, RuleStatus, SseType, Transition, VersioningStatus, parse_bucket,
@@ -238,18 +242,27 @@ fn effective_region(client: &Client, spec: &BucketSpec) -> String {
         .unwrap_or_else(|| "us-east-1".to_string())
 }
 
-/// Reads the live bucket: `None` when it does not exist. Only the fields the spec manages are read.
+/// Reads the live bucket: `None` when it does not exist. Only the fields the spec manages are read,
+/// plus the tag set, which carries the ownership tags (kept apart in [`LiveBucket::ownership`]).
 pub async fn read_live(client: &Client, spec: &BucketSpec) -> Result<Option<LiveBucket>, S3Error> {
     let client = regional(client, spec);
     let Some(region) = live::head_bucket(&client, &spec.name).await? else {
         return Ok(None);
     };
-    let (config, unsupported) = live::read_config(&client, &spec.name, &spec.config).await?;
+    let mut wanted = spec.config.clone();
+    wanted.tags.get_or_insert_default();
+    let (mut config, mut unsupported) = live::read_config(&client, &spec.name, &wanted).await?;
+    let ownership = config.tags.as_mut().map(owner::take_ownership_tags);
+    if !spec.config.has(Field::Tags) {
+        config.tags = None;
+        unsupported.retain(|f| *f != Field::Tags);
+    }
     Ok(Some(LiveBucket {
         name: spec.name.clone(),
         region,
         config,
         unsupported,
+        ownership,
     }))
 }
 
@@ -418,6 +431,8 @@ pub enum DeleteOutcome {
     Deleted,
     /// The bucket did not exist.
     AlreadyGone,
+    /// The bucket exists without this environment's ownership tags: not ours, left alone.
+    NotOwned,
 }
 
 fn is_not_implemented(e: &S3Error) -> bool {
@@ -437,36 +452,40 @@ pub struct PlanOptions {
 
 /// Plans a bucket: Get* calls and ListObjectsV2 only (HeadObject only for objects whose ETag
 /// cannot be trusted). `objects` is needed for object sync; without it the sync is not planned.
+/// An existing bucket that does not carry `owner`'s tags is not adopted: [`S3Error::NotOwned`].
 pub async fn plan_bucket(
     client: &Client,
     spec: &BucketSpec,
+    owner: &Owner,
     objects: Option<&dyn ObjectSource>,
 ) -> Result<BucketPlan, S3Error> {
-    plan_bucket_with(client, spec, objects, PlanOptions::default()).await
+    plan_bucket_with(client, spec, owner, objects, PlanOptions::default()).await
 }
 
 /// [`plan_bucket`] with options.
 pub async fn plan_bucket_with(
     client: &Client,
     spec: &BucketSpec,
+    owner: &Owner,
     objects: Option<&dyn ObjectSource>,
     options: PlanOptions,
 ) -> Result<BucketPlan, S3Error> {
     let rclient = regional(client, spec);
     let live = Box::pin(read_live(client, spec)).await?;
     let mut warnings = Vec::new();
-    if let Some(live) = &live
-        && let Some(live_region) = &live.region
-    {
-        let region = effective_region(client, spec);
-        if !region_matches(live_region, &region) {
-            return Err(S3Error::Conflict {
-                bucket: spec.name.clone(),
-                call: "HeadBucket",
-                message: format!(
-                    "the bucket exists in region {live_region}, the spec wants {region}; buckets cannot move between regions"
-                ),
-            });
+    if let Some(live) = &live {
+        owner.check(&spec.name, live.ownership.as_ref())?;
+        if let Some(live_region) = &live.region {
+            let region = effective_region(client, spec);
+            if !region_matches(live_region, &region) {
+                return Err(S3Error::Conflict {
+                    bucket: spec.name.clone(),
+                    call: "HeadBucket",
+                    message: format!(
+                        "the bucket exists in region {live_region}, the spec wants {region}; buckets cannot move between regions"
+                    ),
+                });
+            }
         }
     }
     let object_plan = match (&spec.objects, objects) {
@@ -487,27 +506,42 @@ pub async fn plan_bucket_with(
         }
         _ => ObjectPlan::default(),
     };
-    let Some(live) = live else {
-        let fields = spec.config.fields();
-        let changes = fields
-            .iter()
-            .map(|f| FieldChange {
-                field: f.name().to_string(),
-                before: String::new(),
-                after: field_text(&spec.config, *f),
-            })
-            .collect();
-        return Ok(BucketPlan {
-            bucket: spec.name.clone(),
-            action: BucketAction::Create,
-            changes,
-            objects: object_plan,
-            fields,
-            warnings,
-            before: None,
-            after: Some(spec.config.clone()),
-        });
-    };
+    match live {
+        None => Ok(plan_create(spec, object_plan, warnings)),
+        Some(live) => plan_update(spec, &live, object_plan, warnings),
+    }
+}
+
+/// The plan for a bucket that does not exist: every managed field is a change.
+fn plan_create(spec: &BucketSpec, objects: ObjectPlan, warnings: Vec<String>) -> BucketPlan {
+    let fields = spec.config.fields();
+    let changes = fields
+        .iter()
+        .map(|f| FieldChange {
+            field: f.name().to_string(),
+            before: String::new(),
+            after: field_text(&spec.config, *f),
+        })
+        .collect();
+    BucketPlan {
+        bucket: spec.name.clone(),
+        action: BucketAction::Create,
+        changes,
+        objects,
+        fields,
+        warnings,
+        before: None,
+        after: Some(spec.config.clone()),
+    }
+}
+
+/// The plan for an existing (owned) bucket: the managed fields that differ.
+fn plan_update(
+    spec: &BucketSpec,
+    live: &LiveBucket,
+    objects: ObjectPlan,
+    mut warnings: Vec<String>,
+) -> Result<BucketPlan, S3Error> {
     let mut desired = spec.config.clone();
     for field in &live.unsupported {
         if *field == Field::PublicAccessBlock && !spec.public_access_block_explicit {
@@ -544,7 +578,7 @@ pub async fn plan_bucket_with(
     for f in desired.fields() {
         before.copy_field(&live.config, f);
     }
-    let action = if fields.is_empty() && object_plan.is_noop() {
+    let action = if fields.is_empty() && objects.is_noop() {
         BucketAction::Unchanged
     } else {
         BucketAction::Update
@@ -553,7 +587,7 @@ pub async fn plan_bucket_with(
         bucket: spec.name.clone(),
         action,
         changes,
-        objects: object_plan,
+        objects,
         fields,
         warnings,
         before: Some(before),
@@ -571,10 +605,12 @@ fn region_matches(live: &str, want: &str) -> bool {
     norm(live) == norm(want)
 }
 
-/// Applies a plan made by [`plan_bucket`] for the same spec: only the writes it lists.
+/// Applies a plan made by [`plan_bucket`] for the same spec and owner: only the writes it lists.
+/// Every tagging write carries the ownership tags besides the spec's.
 pub async fn apply_bucket(
     client: &Client,
     spec: &BucketSpec,
+    owner: &Owner,
     plan: &BucketPlan,
     objects: Option<&dyn ObjectSource>,
 ) -> Result<ApplyReport, S3Error> {
@@ -590,30 +626,32 @@ pub async fn apply_bucket(
     }
     let rclient = regional(client, spec);
     let bucket = spec.name.as_str();
+    // What is written: the spec's configuration, its tags (if managed) with ours added.
+    let mut desired = spec.config.clone();
+    if desired.has(Field::Tags) {
+        desired.tags = Some(owner.merged(spec.config.tags.as_ref()));
+    }
+    let mut new_bucket = false;
     match plan.action {
-        BucketAction::Unchanged => {}
+        BucketAction::Unchanged | BucketAction::Update => {}
         BucketAction::Delete => {
-            let outcome = delete_bucket(client, spec).await?;
-            if outcome != DeleteOutcome::Retained {
+            let outcome = delete_bucket(client, spec, owner).await?;
+            if outcome == DeleteOutcome::Deleted {
                 report.write_calls += 1;
             }
             return Ok(report);
         }
         BucketAction::Create => {
-            create_bucket(&rclient, bucket, &effective_region(client, spec)).await?;
-            report.write_calls += 1;
-            report.created = true;
+            new_bucket = owner::create_owned(client, &rclient, spec, owner, &mut report).await?;
         }
-        BucketAction::Update => {}
     }
-    let new_bucket = plan.action == BucketAction::Create;
     for field in &plan.fields {
+        // A bucket created just now already got all its tags with the ownership tags.
+        if new_bucket && *field == Field::Tags {
+            continue;
+        }
         match Box::pin(live::write_field(
-            &rclient,
-            bucket,
-            &spec.config,
-            *field,
-            new_bucket,
+            &rclient, bucket, &desired, *field, new_bucket,
         ))
         .await
         {
@@ -635,28 +673,7 @@ pub async fn apply_bucket(
         }
     }
     if !plan.objects.is_noop() {
-        let (Some(sync), Some(source)) = (&spec.objects, objects) else {
-            return Err(S3Error::InvalidPlan {
-                bucket: bucket.to_string(),
-                message: "the plan syncs objects but no spec.objects / object source was given"
-                    .into(),
-            });
-        };
-        let counters = objects::SyncCounters::default();
-        let result = Box::pin(objects::apply_objects(
-            &rclient,
-            bucket,
-            sync,
-            &plan.objects,
-            source,
-            &counters,
-        ))
-        .await;
-        report.write_calls += counters.write_calls.load(Ordering::Relaxed);
-        report.uploaded = counters.uploaded.load(Ordering::Relaxed);
-        report.deleted = counters.deleted.load(Ordering::Relaxed);
-        report.bytes_uploaded = counters.bytes.load(Ordering::Relaxed);
-        result?;
+        Box::pin(sync_objects(&rclient, spec, plan, objects, &mut report)).await?;
     }
     tracing::info!(
         bucket,
@@ -669,7 +686,40 @@ pub async fn apply_bucket(
     Ok(report)
 }
 
-async fn create_bucket(client: &Client, bucket: &str, region: &str) -> Result<(), S3Error> {
+/// Uploads and deletes the objects the plan lists.
+async fn sync_objects(
+    rclient: &Client,
+    spec: &BucketSpec,
+    plan: &BucketPlan,
+    objects: Option<&dyn ObjectSource>,
+    report: &mut ApplyReport,
+) -> Result<(), S3Error> {
+    let (Some(sync), Some(source)) = (&spec.objects, objects) else {
+        return Err(S3Error::InvalidPlan {
+            bucket: spec.name.clone(),
+            message: "the plan syncs objects but no spec.objects / object source was given".into(),
+        });
+    };
+    let counters = objects::SyncCounters::default();
+    let result = Box::pin(objects::apply_objects(
+        rclient,
+        &spec.name,
+        sync,
+        &plan.objects,
+        source,
+        &counters,
+    ))
+    .await;
+    report.write_calls += counters.write_calls.load(Ordering::Relaxed);
+    report.uploaded = counters.uploaded.load(Ordering::Relaxed);
+    report.deleted = counters.deleted.load(Ordering::Relaxed);
+    report.bytes_uploaded = counters.bytes.load(Ordering::Relaxed);
+    result
+}
+
+/// CreateBucket; `false` when the bucket already exists in our account (it appeared since the
+/// plan, e.g. an earlier attempt).
+async fn create_bucket(client: &Client, bucket: &str, region: &str) -> Result<bool, S3Error> {
     use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
     let mut req = client.create_bucket().bucket(bucket);
     if region != "us-east-1" {
@@ -681,20 +731,34 @@ async fn create_bucket(client: &Client, bucket: &str, region: &str) -> Result<()
     }
     tracing::info!(bucket, region, "creating bucket");
     match req.send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(false),
         Err(e) => Err(S3Error::from_sdk(bucket, "CreateBucket", None, &e)),
     }
 }
 
 /// Deletes a bucket that left the repository, honouring `deletionPolicy`: `Retain` makes no call;
-/// `Delete` removes the bucket only when it is empty, else [`S3Error::NotEmpty`].
-pub async fn delete_bucket(client: &Client, spec: &BucketSpec) -> Result<DeleteOutcome, S3Error> {
+/// `Delete` removes the bucket only when it carries `owner`'s tags ([`DeleteOutcome::NotOwned`]
+/// otherwise) and is empty (else [`S3Error::NotEmpty`]).
+pub async fn delete_bucket(
+    client: &Client,
+    spec: &BucketSpec,
+    owner: &Owner,
+) -> Result<DeleteOutcome, S3Error> {
     if spec.deletion_policy == DeletionPolicy::Retain {
         tracing::info!(bucket = %spec.name, "bucket left the repository; deletionPolicy Retain keeps it");
         return Ok(DeleteOutcome::Retained);
     }
     let client = regional(client, spec);
+    if live::head_bucket(&client, &spec.name).await?.is_none() {
+        return Ok(DeleteOutcome::AlreadyGone);
+    }
+    let mut tags = live::read_tag_set(&client, &spec.name).await?;
+    let ownership = tags.as_mut().map(owner::take_ownership_tags);
+    if !owner.owns(ownership.as_ref()) {
+        tracing::warn!(bucket = %spec.name, instance = %owner.instance, "bucket is not this environment's; left alone");
+        return Ok(DeleteOutcome::NotOwned);
+    }
     match client.delete_bucket().bucket(&spec.name).send().await {
         Ok(_) => {
             tracing::info!(bucket = %spec.name, "deleted bucket");
@@ -708,13 +772,29 @@ pub async fn delete_bucket(client: &Client, spec: &BucketSpec) -> Result<DeleteO
     }
 }
 
-/// Reads the bucket back and lists how it differs from the spec (empty = healthy). Object sync is
-/// not checked here (it needs the source; a plan with no object work is the check).
-pub async fn check_health(client: &Client, spec: &BucketSpec) -> Result<Vec<String>, S3Error> {
+/// Reads the bucket back and lists how it differs from the spec (empty = healthy). The ownership
+/// tags are not part of the comparison; a bucket that lost them is reported, since the next plan
+/// would refuse it. Object sync is not checked here (it needs the source; a plan with no object
+/// work is the check).
+pub async fn check_health(
+    client: &Client,
+    spec: &BucketSpec,
+    owner: &Owner,
+) -> Result<Vec<String>, S3Error> {
     let Some(live) = read_live(client, spec).await? else {
         return Ok(vec![format!("bucket {} does not exist", spec.name)]);
     };
     let mut problems = Vec::new();
+    if !owner.owns(live.ownership.as_ref()) {
+        problems.push(format!(
+            "bucket {} no longer carries the ownership tags {}={} and {}={}",
+            spec.name,
+            owner::INSTANCE_TAG,
+            owner.instance,
+            owner::ENVIRONMENT_TAG,
+            owner.environment
+        ));
+    }
     let region = effective_region(client, spec);
     if let Some(r) = &live.region
         && !region_matches(r, &region)

@@ -632,7 +632,8 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
     if let Some(v) = spec.get("tags") {
         config.tags = c.string_map(v, "spec.tags");
         if let Some(tags) = &config.tags {
-            validate_tags(tags, "spec.tags", 50, c);
+            validate_tags(tags, "spec.tags", super::owner::MAX_SPEC_TAGS, c);
+            reject_ownership_tags(tags, c);
         }
     }
     if let Some(v) = spec.get("cors") {
@@ -1187,6 +1188,24 @@ fn parse_cors(v: &Value, c: &mut Checker) -> Option<Vec<CorsRule>> {
         );
     }
     Some(rules)
+}
+
+/// The `gitopsd.dev/` tag keys are gitopsd's ownership marks (see `s3::owner`): a spec setting
+/// them could hand a bucket to another instance or environment, so it may not.
+fn reject_ownership_tags(tags: &BTreeMap<String, String>, c: &mut Checker) {
+    for k in tags.keys() {
+        if k.to_ascii_lowercase()
+            .starts_with(super::owner::RESERVED_TAG_PREFIX)
+        {
+            c.err(
+                &format!("spec.tags.{k}"),
+                format!(
+                    "the {} prefix is reserved for gitopsd's ownership tags, which it sets itself",
+                    super::owner::RESERVED_TAG_PREFIX
+                ),
+            );
+        }
+    }
 }
 
 fn validate_tags(tags: &BTreeMap<String, String>, path: &str, max: usize, c: &mut Checker) {
