@@ -56,8 +56,38 @@ impl LiveObject {
                 .pointer("/metadata/generation")
                 .and_then(serde_json::Value::as_i64)
                 .unwrap_or(0),
-            health: health::assess(group, kind, value),
+            health: not_stale(health::assess(group, kind, value), value),
         }
+    }
+}
+
+/// The deployment controller keeps a `ProgressDeadlineExceeded` condition until a new rollout
+/// makes progress, so right after gitopsd changes a timed-out Deployment (a revert, a rollback)
+/// the old verdict is still there. A deadline that passed before gitopsd's last apply of the
+/// object (its managedFields time) is about an earlier rollout: not a failure of this one.
+fn not_stale(health: Health, value: &serde_json::Value) -> Health {
+    let Health::Failed(reason) = &health else {
+        return health;
+    };
+    let deadline = value
+        .pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|cs| {
+            cs.iter().find(|c| {
+                c.get("type").and_then(serde_json::Value::as_str) == Some("Progressing")
+                    && c.get("reason").and_then(serde_json::Value::as_str)
+                        == Some("ProgressDeadlineExceeded")
+            })
+        })
+        .and_then(|c| c.get("lastUpdateTime"))
+        .and_then(serde_json::Value::as_str);
+    let applied = managed::apply_time(value, FIELD_MANAGER);
+    match (deadline, applied) {
+        // RFC 3339 times in UTC with second precision compare as strings.
+        (Some(deadline), Some(applied)) if applied >= deadline => Health::Progressing(format!(
+            "a new rollout started after an earlier deadline ({reason})"
+        )),
+        _ => health,
     }
 }
 
@@ -243,12 +273,13 @@ impl LiveCache {
         self.state.objects.read().ok()?.get(key).cloned()
     }
 
-    /// Every cached object that gitopsd may prune: ours, and not made by another object.
+    /// Every cached object that gitopsd may prune: labelled as ours, applied by gitopsd (an
+    /// `Endpoints` copying its Service's labels was not), and not made by another object.
     pub fn prunable(&self) -> Vec<(ObjectKey, String)> {
         match self.state.objects.read() {
             Ok(objects) => objects
                 .iter()
-                .filter(|(_, o)| !o.owned_by_other)
+                .filter(|(_, o)| !o.owned_by_other && o.managed.is_some())
                 .map(|(k, o)| (k.clone(), o.api_version.clone()))
                 .collect(),
             Err(_) => Vec::new(),
@@ -282,20 +313,27 @@ fn poisoned() -> KubeError {
     }
 }
 
+/// What a health wait needs to know of one object it waits for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Awaited {
+    /// The generation an apply returned (0: any).
+    pub min_generation: i64,
+}
+
 /// Health of the given objects from the cache: `Failed` ones first, then those still
 /// progressing (missing, or older than the generation an apply returned).
 pub fn assess(
     cache: &LiveCache,
-    keys: &[(ObjectKey, i64)],
+    keys: &[(ObjectKey, Awaited)],
 ) -> (Vec<(ObjectKey, String)>, Vec<(ObjectKey, String)>) {
     let mut failed = Vec::new();
     let mut progressing = Vec::new();
-    for (key, min_generation) in keys {
+    for (key, awaited) in keys {
         match cache.get(key) {
             None => progressing.push((key.clone(), "object does not exist".to_string())),
-            Some(o) if o.generation < *min_generation => progressing.push((
+            Some(o) if o.generation < awaited.min_generation => progressing.push((
                 key.clone(),
-                format!("generation {min_generation} not seen yet"),
+                format!("generation {} not seen yet", awaited.min_generation),
             )),
             Some(o) => match o.health {
                 Health::Healthy => {}

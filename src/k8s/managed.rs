@@ -25,6 +25,19 @@ pub fn fields_of<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
         .get("fieldsV1")
 }
 
+/// When `manager`'s `Apply` operation last changed the object (RFC 3339), if recorded.
+pub fn apply_time<'a>(obj: &'a Value, manager: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/managedFields")?
+        .as_array()?
+        .iter()
+        .find(|entry| {
+            entry.get("manager").and_then(Value::as_str) == Some(manager)
+                && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+        })?
+        .get("time")?
+        .as_str()
+}
+
 /// `obj` restricted to the fields in `set` (a `fieldsV1` tree: `f:` fields, `k:` keyed list
 /// items, `v:` set values, `i:` list indexes; `.` marks the node itself).
 pub fn project(obj: &Value, set: &Value) -> Value {

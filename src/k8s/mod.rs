@@ -450,7 +450,13 @@ impl Cluster {
             .owner_references
             .as_ref()
             .is_some_and(|r| !r.is_empty());
-        if !self.owns(&live) || made_by_other {
+        // Only what gitopsd applied: labels alone can be copied (Endpoints copy their Service's).
+        let applied_by_us = live
+            .metadata
+            .managed_fields
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|e| e.manager.as_deref() == Some(FIELD_MANAGER)));
+        if !self.owns(&live) || made_by_other || !applied_by_us {
             return Ok(DeleteOutcome::NotOwned);
         }
         let mut params = DeleteParams::background();

@@ -32,8 +32,8 @@ pub(super) struct Transition {
     /// Content errors (refusals); transient ones end the pass with an error instead.
     pub errors: Vec<ObjectError>,
     pub messages: Vec<String>,
-    /// Live keys applied, with the generation the server answered.
-    pub applied: HashMap<ObjectKey, i64>,
+    /// Live keys applied, with what their health wait must see.
+    pub applied: HashMap<ObjectKey, crate::k8s::live::Awaited>,
 }
 
 /// A manifest standing for a live object (only its identity matters: deletes).
@@ -147,8 +147,10 @@ impl EnvWorker {
             if let Some(fp) = a.managed {
                 self.synced.insert(w.key.clone(), (w.fingerprint, fp));
             }
-            let generation = if a.healthy { 0 } else { a.generation.max(1) };
-            t.applied.insert(w.key.clone(), generation);
+            let awaited = crate::k8s::live::Awaited {
+                min_generation: if a.healthy { 0 } else { a.generation.max(1) },
+            };
+            t.applied.insert(w.key.clone(), awaited);
         }
         if !p.unresolved.is_empty() {
             // New kinds exist now: resolve them on the next pass (and watch them).

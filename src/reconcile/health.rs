@@ -73,10 +73,10 @@ impl EnvWorker {
         let newer = newer_head(heads, p.commit);
         tokio::pin!(newer);
         if let Some(cache) = &self.live {
-            let keys: Vec<(ObjectKey, i64)> = p
+            let keys: Vec<(ObjectKey, live::Awaited)> = p
                 .wanted
                 .iter()
-                .map(|w| (w.key.clone(), t.applied.get(&w.key).copied().unwrap_or(0)))
+                .map(|w| (w.key.clone(), t.applied.get(&w.key).cloned().unwrap_or_default()))
                 .collect();
             let mut changes = cache.subscribe();
             loop {
