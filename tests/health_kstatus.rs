@@ -50,9 +50,10 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 }
 
 fn has_condition(v: &Value, kind: &str, status: &str) -> bool {
-    v["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == status))
+    v["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == kind && c["status"] == status)
+    })
 }
 
 fn is(v: &Value, api_version_prefix: &str, kind: &str) -> bool {
@@ -99,28 +100,36 @@ const ALLOWED: &[Allowed] = &[
                  scheduler's event without a timer (no further event would come)",
         applies: |v, h, k| {
             is(v, "v1", "Pod")
-                && has_condition(v, "PodScheduled", "False")
+                && s(v, &["status", "phase"]) == "Pending"
+                && v["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+                })
                 && matches!(h, Health::Failed(_))
                 && k.status == "InProgress"
         },
     },
     Allowed {
-        id: "pod-waiting-errors-fail",
-        reason: "a container waiting in ImagePullBackOff or CreateContainerConfigError fails the Pod: \
-                 kstatus reports InProgress for a Pending Pod until the deadline, and neither state \
-                 ends without a new commit",
+        id: "stuck-containers-fail",
+        reason: "a container or init container waiting in CrashLoopBackOff, ImagePullBackOff or \
+                 CreateContainerConfigError fails the Pod in any phase: kstatus fails only a \
+                 Running Pod in CrashLoopBackOff and waits for the rest until the deadline, yet none \
+                 of them ends without a change to the spec",
         applies: |v, h, k| {
-            is(v, "v1", "Pod") && matches!(h, Health::Failed(_)) && k.status == "InProgress" && {
-                let waiting = |c: &Value| s(c, &["state", "waiting", "reason"]).to_string();
-                v["status"]["containerStatuses"].as_array().is_some_and(|cs| {
+            let stuck = |list: &str| {
+                v["status"][list].as_array().is_some_and(|cs| {
                     cs.iter().any(|c| {
                         matches!(
-                            waiting(c).as_str(),
-                            "ImagePullBackOff" | "CreateContainerConfigError"
+                            s(c, &["state", "waiting", "reason"]),
+                            "CrashLoopBackOff" | "ImagePullBackOff" | "CreateContainerConfigError"
                         )
                     })
                 })
-            }
+            };
+            is(v, "v1", "Pod")
+                && matches!(h, Health::Failed(_))
+                && k.status == "InProgress"
+                && (stuck("containerStatuses") || stuck("initContainerStatuses"))
         },
     },
     Allowed {
@@ -216,7 +225,10 @@ fn run_kstatus(tb: &support::Testbed, cases: &[Case]) -> Vec<Kstatus> {
     // Written from a thread: kstatus answers as it reads, and a full stdout pipe would block it.
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("kstatus output");
-    writer.join().expect("writer thread").expect("write to kstatus");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("write to kstatus");
     assert!(
         out.status.success(),
         "kstatus: {}",
@@ -226,7 +238,11 @@ fn run_kstatus(tb: &support::Testbed, cases: &[Case]) -> Vec<Kstatus> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("kstatus verdict line"))
         .collect();
-    assert_eq!(verdicts.len(), cases.len(), "one kstatus verdict per object");
+    assert_eq!(
+        verdicts.len(),
+        cases.len(),
+        "one kstatus verdict per object"
+    );
     verdicts
 }
 
@@ -279,10 +295,7 @@ fn compare(tb: &support::Testbed, cases: &[Case]) -> (BTreeMap<&'static str, usi
                 .map(|e| format!(" error: {e}"))
                 .unwrap_or_default()
         );
-        match ALLOWED
-            .iter()
-            .find(|a| (a.applies)(&case.object, &h, k))
-        {
+        match ALLOWED.iter().find(|a| (a.applies)(&case.object, &h, k)) {
             Some(a) => {
                 *used.entry(a.id).or_insert(0) += 1;
                 eprintln!("allowed [{}] {line}", a.id);
@@ -310,7 +323,10 @@ fn set_path(v: &mut Value, path: &[&str], value: Value) {
 
 fn with_condition(obj: &Value, kind: &str) -> Value {
     let mut v = obj.clone();
-    let mut conds = v["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let mut conds = v["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     conds.push(json!({"type": kind, "status": "True", "reason": "Test", "message": format!("{kind} set by the test")}));
     set_path(&mut v, &["status", "conditions"], Value::Array(conds));
     v
@@ -328,9 +344,17 @@ fn variants(cases: &[Case]) -> Vec<Case> {
     };
     for c in cases {
         let mut gone = c.object.clone();
-        set_path(&mut gone, &["metadata", "deletionTimestamp"], json!("2024-01-01T00:00:00Z"));
+        set_path(
+            &mut gone,
+            &["metadata", "deletionTimestamp"],
+            json!("2024-01-01T00:00:00Z"),
+        );
         add(&c.name, "terminating", gone);
-        add(&c.name, "reconciling", with_condition(&c.object, "Reconciling"));
+        add(
+            &c.name,
+            "reconciling",
+            with_condition(&c.object, "Reconciling"),
+        );
         add(&c.name, "stalled", with_condition(&c.object, "Stalled"));
         let kind = s(&c.object, &["kind"]);
         if is(&c.object, "apps/", kind) && kind != "StatefulSet" {
@@ -340,11 +364,19 @@ fn variants(cases: &[Case]) -> Vec<Case> {
         }
         if is(&c.object, "apps/", "StatefulSet") {
             let mut on_delete = c.object.clone();
-            set_path(&mut on_delete, &["spec", "updateStrategy", "type"], json!("OnDelete"));
+            set_path(
+                &mut on_delete,
+                &["spec", "updateStrategy", "type"],
+                json!("OnDelete"),
+            );
             add(&c.name, "ondelete", on_delete);
             for partition in [0, 2, 4] {
                 let mut p = c.object.clone();
-                set_path(&mut p, &["spec", "updateStrategy", "rollingUpdate", "partition"], json!(partition));
+                set_path(
+                    &mut p,
+                    &["spec", "updateStrategy", "rollingUpdate", "partition"],
+                    json!(partition),
+                );
                 add(&c.name, &format!("partition{partition}"), p);
             }
         }
@@ -363,6 +395,9 @@ fn kept_difference_cases() -> Vec<Case> {
         ("podImagePullBackOff", pod_waiting("ImagePullBackOff")),
         ("podCreateContainerConfigError", pod_waiting("CreateContainerConfigError")),
         ("podErrImagePull", pod_waiting("ErrImagePull")),
+        ("podInitCrashLoop", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "i"},
+            "status": {"phase": "Pending", "initContainerStatuses": [
+                {"name": "init", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}})),
         ("jobSuspended", json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "generation": 1},
             "spec": {"suspend": true}, "status": {}})),
         ("pvcLost", json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
@@ -405,7 +440,11 @@ fn kstatus_test_suite_agrees() {
         .filter(|a| !used.contains_key(a.id))
         .map(|a| format!("{}: {}", a.id, a.reason))
         .collect();
-    assert!(stale.is_empty(), "allow-list entries no object needed:\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "allow-list entries no object needed:\n{}",
+        stale.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------- live rollouts on the testbed
@@ -426,13 +465,16 @@ fn live_objects() -> Vec<(Value, fn(&Value) -> bool)> {
             labels["gitopsd.test/fail"] = json!(f);
         }
         let mut spec = json!({ "selector": { "matchLabels": { "app": name } }, "template": pod_template(labels) });
-        spec.as_object_mut().map(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
+        spec.as_object_mut()
+            .map(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
         json!({ "apiVersion": "apps/v1", "kind": kind, "metadata": { "name": name }, "spec": spec })
     };
     let pod = |name: &str, labels: Value, extra: Value| {
         let mut p = pod_template(labels);
         p["spec"]["restartPolicy"] = json!("Never");
-        p["spec"].as_object_mut().map(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
+        p["spec"]
+            .as_object_mut()
+            .map(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
         json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "labels": p["metadata"]["labels"] }, "spec": p["spec"] })
     };
     let job = |name: &str, labels: Value| {
@@ -442,20 +484,66 @@ fn live_objects() -> Vec<(Value, fn(&Value) -> bool)> {
             "spec": { "backoffLimit": 0, "template": t } })
     };
     vec![
-        (workload("Deployment", "ready", None, json!({ "replicas": 3 })),
-            |v| has_condition(v, "Available", "True") && v["status"]["availableReplicas"] == 3),
-        (workload("Deployment", "unready", Some("unready"), json!({ "replicas": 2, "progressDeadlineSeconds": 5 })),
-            |v| v["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["reason"] == "ProgressDeadlineExceeded"))),
-        (workload("StatefulSet", "sts", None, json!({ "replicas": 2, "serviceName": "sts" })),
-            |v| v["status"]["readyReplicas"] == 2 && v["status"]["currentRevision"] == v["status"]["updateRevision"]),
-        (workload("DaemonSet", "ds", None, json!({})),
-            |v| v["status"]["numberReady"].as_i64() > Some(0) && v["status"]["numberReady"] == v["status"]["desiredNumberScheduled"]),
-        (pod("crash", json!({ "gitopsd.test/fail": "crash" }), json!({})), |v| s(v, &["status", "phase"]) == "Failed"),
-        (pod("notready", json!({ "gitopsd.test/fail": "unready" }), json!({})), |v| s(v, &["status", "phase"]) == "Running"),
-        (pod("nowhere", json!({}), json!({ "nodeSelector": { "gitopsd.test/no-such-node": "x" } })),
-            |v| has_condition(v, "PodScheduled", "False")),
-        (job("job-ok", json!({})), |v| has_condition(v, "Complete", "True")),
-        (job("job-crash", json!({ "gitopsd.test/fail": "crash" })), |v| has_condition(v, "Failed", "True")),
+        (
+            workload("Deployment", "ready", None, json!({ "replicas": 3 })),
+            |v| has_condition(v, "Available", "True") && v["status"]["availableReplicas"] == 3,
+        ),
+        (
+            workload(
+                "Deployment",
+                "unready",
+                Some("unready"),
+                json!({ "replicas": 2, "progressDeadlineSeconds": 5 }),
+            ),
+            |v| {
+                v["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "ProgressDeadlineExceeded"))
+            },
+        ),
+        (
+            workload(
+                "StatefulSet",
+                "sts",
+                None,
+                json!({ "replicas": 2, "serviceName": "sts" }),
+            ),
+            |v| {
+                v["status"]["readyReplicas"] == 2
+                    && v["status"]["currentRevision"] == v["status"]["updateRevision"]
+            },
+        ),
+        (workload("DaemonSet", "ds", None, json!({})), |v| {
+            v["status"]["numberReady"].as_i64() > Some(0)
+                && v["status"]["numberReady"] == v["status"]["desiredNumberScheduled"]
+        }),
+        (
+            pod("crash", json!({ "gitopsd.test/fail": "crash" }), json!({})),
+            |v| s(v, &["status", "phase"]) == "Failed",
+        ),
+        (
+            pod(
+                "notready",
+                json!({ "gitopsd.test/fail": "unready" }),
+                json!({}),
+            ),
+            |v| s(v, &["status", "phase"]) == "Running",
+        ),
+        (
+            pod(
+                "nowhere",
+                json!({}),
+                json!({ "nodeSelector": { "gitopsd.test/no-such-node": "x" } }),
+            ),
+            |v| has_condition(v, "PodScheduled", "False"),
+        ),
+        (job("job-ok", json!({})), |v| {
+            has_condition(v, "Complete", "True")
+        }),
+        (
+            job("job-crash", json!({ "gitopsd.test/fail": "crash" })),
+            |v| has_condition(v, "Failed", "True"),
+        ),
     ]
 }
 
@@ -467,21 +555,42 @@ fn api_for(client: &kube::Client, ns: &str, obj: &Value) -> Api<DynamicObject> {
     let kind = s(obj, &["kind"]);
     let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
     let plural = format!("{}s", kind.to_ascii_lowercase());
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, &plural))
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, &plural),
+    )
 }
 
 /// Every distinct state (by resourceVersion) of the namespace's workloads and pods.
 async fn snapshot(client: &kube::Client, ns: &str, seen: &mut BTreeMap<String, Case>) {
-    let kinds = [("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("apps/v1", "StatefulSet"),
-        ("apps/v1", "DaemonSet"), ("batch/v1", "Job"), ("v1", "Pod")];
+    let kinds = [
+        ("apps/v1", "Deployment"),
+        ("apps/v1", "ReplicaSet"),
+        ("apps/v1", "StatefulSet"),
+        ("apps/v1", "DaemonSet"),
+        ("batch/v1", "Job"),
+        ("v1", "Pod"),
+    ];
     for (api_version, kind) in kinds {
-        let api = api_for(client, ns, &json!({ "apiVersion": api_version, "kind": kind }));
-        let list = api.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("list {kind} in {ns}: {e}"));
+        let api = api_for(
+            client,
+            ns,
+            &json!({ "apiVersion": api_version, "kind": kind }),
+        );
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("list {kind} in {ns}: {e}"));
         for item in list.items {
             let mut v = serde_json::to_value(&item).expect("object as JSON");
             v["apiVersion"] = json!(api_version);
             v["kind"] = json!(kind);
-            let name = format!("live:{kind}/{}@{}", s(&v, &["metadata", "name"]), s(&v, &["metadata", "resourceVersion"]));
+            let name = format!(
+                "live:{kind}/{}@{}",
+                s(&v, &["metadata", "name"]),
+                s(&v, &["metadata", "resourceVersion"])
+            );
             seen.entry(name.clone()).or_insert(Case { name, object: v });
         }
     }
@@ -495,8 +604,15 @@ async fn live_rollouts_agree() {
     let objects = live_objects();
     for (obj, _) in &objects {
         let o: DynamicObject = serde_json::from_value(obj.clone()).expect("object");
-        api_for(&client, &ns, obj).create(&PostParams::default(), &o).await
-            .unwrap_or_else(|e| panic!("create {} {} in {ns}: {e}", obj["kind"], obj["metadata"]["name"]));
+        api_for(&client, &ns, obj)
+            .create(&PostParams::default(), &o)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create {} {} in {ns}: {e}",
+                    obj["kind"], obj["metadata"]["name"]
+                )
+            });
     }
     let mut seen = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -505,7 +621,10 @@ async fn live_rollouts_agree() {
         let mut waiting = Vec::new();
         for (obj, done) in &objects {
             let name = s(obj, &["metadata", "name"]);
-            let live = api_for(&client, &ns, obj).get(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
+            let live = api_for(&client, &ns, obj)
+                .get(name)
+                .await
+                .unwrap_or_else(|e| panic!("get {name}: {e}"));
             if !done(&serde_json::to_value(&live).expect("object as JSON")) {
                 waiting.push(format!("{} {name}", obj["kind"]));
             }
@@ -513,7 +632,10 @@ async fn live_rollouts_agree() {
         if waiting.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for the rollouts' end states: {waiting:?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the rollouts' end states: {waiting:?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // kstatus fails an unschedulable Pod only 15 s after its creation: also compare it after that.
