@@ -10,14 +10,17 @@
 
 mod support;
 
+#[path = "health_kstatus/live.rs"]
+mod live;
+#[path = "health_kstatus/oracle.rs"]
+mod oracle;
+#[path = "health_kstatus/variants.rs"]
+mod variants;
+
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use gitopsd::k8s::health::{Health, assess};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// One object to judge, named for the report.
 #[derive(Debug, Clone)]
@@ -181,71 +184,6 @@ const ALLOWED: &[Allowed] = &[
     },
 ];
 
-fn kstatus_bin(tb: &support::Testbed) -> String {
-    tb.env("GITOPSD_TEST_KSTATUS").to_string()
-}
-
-/// kstatus's test objects, extracted by the kstatus program from the cli-utils test files.
-fn kstatus_cases(tb: &support::Testbed) -> Vec<Case> {
-    let dir = tb.env("GITOPSD_TEST_KSTATUS_CASES");
-    let out = Command::new(kstatus_bin(tb))
-        .args(["cases", dir])
-        .output()
-        .unwrap_or_else(|e| panic!("run kstatus cases {dir}: {e} (tests/testbed/build kstatus)"));
-    assert!(
-        out.status.success(),
-        "kstatus cases {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cases: Vec<Case> = support::gitopsd::json_lines(&String::from_utf8_lossy(&out.stdout))
-        .into_iter()
-        .map(|c| Case {
-            name: c["name"].as_str().unwrap_or("?").to_string(),
-            object: c["object"].clone(),
-        })
-        .collect();
-    assert!(
-        cases.len() >= 50,
-        "expected kstatus's ~58 test objects in {dir}, got {}",
-        cases.len()
-    );
-    cases
-}
-
-/// kstatus's verdict for each object, in order.
-fn run_kstatus(tb: &support::Testbed, cases: &[Case]) -> Vec<Kstatus> {
-    let mut child = Command::new(kstatus_bin(tb))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kstatus (tests/testbed/build kstatus)");
-    let mut stdin = child.stdin.take().expect("kstatus stdin");
-    let input: String = cases.iter().map(|c| format!("{}\n", c.object)).collect();
-    // Written from a thread: kstatus answers as it reads, and a full stdout pipe would block it.
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("kstatus output");
-    writer
-        .join()
-        .expect("writer thread")
-        .expect("write to kstatus");
-    assert!(
-        out.status.success(),
-        "kstatus: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let verdicts: Vec<Kstatus> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("kstatus verdict line"))
-        .collect();
-    assert_eq!(
-        verdicts.len(),
-        cases.len(),
-        "one kstatus verdict per object"
-    );
-    verdicts
-}
-
 /// gitopsd's verdict for one object, by the group and kind of its apiVersion.
 fn gitopsd_health(obj: &Value) -> Health {
     let group = s(obj, &["apiVersion"])
@@ -269,7 +207,7 @@ fn agree(h: &Health, k: &Kstatus) -> bool {
 /// Compares every case; prints agreement per kind and every difference; returns the ids of the
 /// allow-list entries used and the unexplained differences.
 fn compare(tb: &support::Testbed, cases: &[Case]) -> (BTreeMap<&'static str, usize>, Vec<String>) {
-    let verdicts = run_kstatus(tb, cases);
+    let verdicts = oracle::run_kstatus(tb, cases);
     // Per kind: [same, total] for kstatus's own objects, for the rest (variants, gitopsd's, live).
     let mut per_kind: BTreeMap<String, [usize; 4]> = BTreeMap::new();
     let mut used = BTreeMap::new();
@@ -310,122 +248,13 @@ fn compare(tb: &support::Testbed, cases: &[Case]) -> (BTreeMap<&'static str, usi
     (used, unexplained)
 }
 
-fn set_path(v: &mut Value, path: &[&str], value: Value) {
-    let mut cur = v;
-    for k in &path[..path.len() - 1] {
-        if !cur[*k].is_object() {
-            cur[*k] = json!({});
-        }
-        cur = &mut cur[*k];
-    }
-    cur[path[path.len() - 1]] = value;
-}
-
-fn with_condition(obj: &Value, kind: &str) -> Value {
-    let mut v = obj.clone();
-    let mut conds = v["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    conds.push(json!({"type": kind, "status": "True", "reason": "Test", "message": format!("{kind} set by the test")}));
-    set_path(&mut v, &["status", "conditions"], Value::Array(conds));
-    v
-}
-
-/// Variants of kstatus's objects for what its suite covers only in code: terminating objects,
-/// Reconciling/Stalled on every kind, old extensions/ groups, OnDelete and partitioned StatefulSets.
-fn variants(cases: &[Case]) -> Vec<Case> {
-    let mut out = Vec::new();
-    let mut add = |name: &str, suffix: &str, object: Value| {
-        out.push(Case {
-            name: format!("{name}+{suffix}"),
-            object,
-        })
-    };
-    for c in cases {
-        let mut gone = c.object.clone();
-        set_path(
-            &mut gone,
-            &["metadata", "deletionTimestamp"],
-            json!("2024-01-01T00:00:00Z"),
-        );
-        add(&c.name, "terminating", gone);
-        add(
-            &c.name,
-            "reconciling",
-            with_condition(&c.object, "Reconciling"),
-        );
-        add(&c.name, "stalled", with_condition(&c.object, "Stalled"));
-        let kind = s(&c.object, &["kind"]);
-        if is(&c.object, "apps/", kind) && kind != "StatefulSet" {
-            let mut old = c.object.clone();
-            old["apiVersion"] = json!("extensions/v1beta1");
-            add(&c.name, "extensions", old);
-        }
-        if is(&c.object, "apps/", "StatefulSet") {
-            let mut on_delete = c.object.clone();
-            set_path(
-                &mut on_delete,
-                &["spec", "updateStrategy", "type"],
-                json!("OnDelete"),
-            );
-            add(&c.name, "ondelete", on_delete);
-            for partition in [0, 2, 4] {
-                let mut p = c.object.clone();
-                set_path(
-                    &mut p,
-                    &["spec", "updateStrategy", "rollingUpdate", "partition"],
-                    json!(partition),
-                );
-                add(&c.name, &format!("partition{partition}"), p);
-            }
-        }
-    }
-    out
-}
-
-/// Objects for differences gitopsd keeps that kstatus's suite has no object for.
-fn kept_difference_cases() -> Vec<Case> {
-    let pod_waiting = |reason: &str| {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w"},
-            "status": {"phase": "Pending", "containerStatuses": [
-                {"name": "app", "state": {"waiting": {"reason": reason, "message": "test"}}}]}})
-    };
-    [
-        ("podImagePullBackOff", pod_waiting("ImagePullBackOff")),
-        ("podCreateContainerConfigError", pod_waiting("CreateContainerConfigError")),
-        ("podErrImagePull", pod_waiting("ErrImagePull")),
-        ("podInitCrashLoop", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "i"},
-            "status": {"phase": "Pending", "initContainerStatuses": [
-                {"name": "init", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}})),
-        ("jobSuspended", json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "generation": 1},
-            "spec": {"suspend": true}, "status": {}})),
-        ("pvcLost", json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
-            "status": {"phase": "Lost"}})),
-        ("apiServiceUnavailable", json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-            "metadata": {"name": "v1.example.com"}, "status": {"conditions": [
-                {"type": "Available", "status": "False", "reason": "MissingEndpoints"}]}})),
-        ("customUnavailable", json!({"apiVersion": "example.com/v1", "kind": "Widget",
-            "metadata": {"name": "w", "generation": 1}, "status": {"observedGeneration": 1, "conditions": [
-                {"type": "Available", "status": "False", "reason": "Starting"}]}})),
-        ("onDeleteNoPods", json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s", "generation": 1},
-            "spec": {"replicas": 2, "updateStrategy": {"type": "OnDelete"}}, "status": {"observedGeneration": 1, "replicas": 0}})),
-    ]
-    .into_iter()
-    .map(|(name, object)| Case {
-        name: format!("gitopsd:{name}"),
-        object,
-    })
-    .collect()
-}
-
 #[test]
 fn kstatus_test_suite_agrees() {
     let tb = require_testbed!();
-    let suite = kstatus_cases(tb);
+    let suite = oracle::kstatus_cases(tb);
     let mut cases = suite.clone();
-    cases.extend(variants(&suite));
-    cases.extend(kept_difference_cases());
+    cases.extend(variants::variants(&suite));
+    cases.extend(variants::kept_difference_cases());
     let (used, unexplained) = compare(tb, &cases);
     assert!(
         unexplained.is_empty(),
@@ -447,205 +276,10 @@ fn kstatus_test_suite_agrees() {
     );
 }
 
-// ---------------------------------------------------------------- live rollouts on the testbed
-
-fn pod_template(labels: Value) -> Value {
-    json!({
-        "metadata": { "labels": labels },
-        "spec": { "containers": [{ "name": "app", "image": "registry.invalid/gitopsd/fake:1",
-            "resources": { "requests": { "cpu": "10m", "memory": "16Mi" } } }] }
-    })
-}
-
-/// The objects applied for the live comparison, each with the state that ends the wait for it.
-fn live_objects() -> Vec<(Value, fn(&Value) -> bool)> {
-    let workload = |kind: &str, name: &str, fail: Option<&str>, extra: Value| {
-        let mut labels = json!({ "app": name });
-        if let Some(f) = fail {
-            labels["gitopsd.test/fail"] = json!(f);
-        }
-        let mut spec = json!({ "selector": { "matchLabels": { "app": name } }, "template": pod_template(labels) });
-        spec.as_object_mut()
-            .map(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
-        json!({ "apiVersion": "apps/v1", "kind": kind, "metadata": { "name": name }, "spec": spec })
-    };
-    let pod = |name: &str, labels: Value, extra: Value| {
-        let mut p = pod_template(labels);
-        p["spec"]["restartPolicy"] = json!("Never");
-        p["spec"]
-            .as_object_mut()
-            .map(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
-        json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "labels": p["metadata"]["labels"] }, "spec": p["spec"] })
-    };
-    let job = |name: &str, labels: Value| {
-        let mut t = pod_template(labels);
-        t["spec"]["restartPolicy"] = json!("Never");
-        json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": name },
-            "spec": { "backoffLimit": 0, "template": t } })
-    };
-    vec![
-        (
-            workload("Deployment", "ready", None, json!({ "replicas": 3 })),
-            |v| has_condition(v, "Available", "True") && v["status"]["availableReplicas"] == 3,
-        ),
-        (
-            workload(
-                "Deployment",
-                "unready",
-                Some("unready"),
-                json!({ "replicas": 2, "progressDeadlineSeconds": 5 }),
-            ),
-            |v| {
-                v["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "ProgressDeadlineExceeded"))
-            },
-        ),
-        (
-            workload(
-                "StatefulSet",
-                "sts",
-                None,
-                json!({ "replicas": 2, "serviceName": "sts" }),
-            ),
-            |v| {
-                v["status"]["readyReplicas"] == 2
-                    && v["status"]["currentRevision"] == v["status"]["updateRevision"]
-            },
-        ),
-        (workload("DaemonSet", "ds", None, json!({})), |v| {
-            v["status"]["numberReady"].as_i64() > Some(0)
-                && v["status"]["numberReady"] == v["status"]["desiredNumberScheduled"]
-        }),
-        (
-            pod("crash", json!({ "gitopsd.test/fail": "crash" }), json!({})),
-            |v| s(v, &["status", "phase"]) == "Failed",
-        ),
-        (
-            pod(
-                "notready",
-                json!({ "gitopsd.test/fail": "unready" }),
-                json!({}),
-            ),
-            |v| s(v, &["status", "phase"]) == "Running",
-        ),
-        (
-            pod(
-                "nowhere",
-                json!({}),
-                json!({ "nodeSelector": { "gitopsd.test/no-such-node": "x" } }),
-            ),
-            |v| has_condition(v, "PodScheduled", "False"),
-        ),
-        (job("job-ok", json!({})), |v| {
-            has_condition(v, "Complete", "True")
-        }),
-        (
-            job("job-crash", json!({ "gitopsd.test/fail": "crash" })),
-            |v| has_condition(v, "Failed", "True"),
-        ),
-    ]
-}
-
-fn api_for(client: &kube::Client, ns: &str, obj: &Value) -> Api<DynamicObject> {
-    let (group, version) = match s(obj, &["apiVersion"]).split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), s(obj, &["apiVersion"]).to_string()),
-    };
-    let kind = s(obj, &["kind"]);
-    let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
-    let plural = format!("{}s", kind.to_ascii_lowercase());
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, &plural),
-    )
-}
-
-/// Every distinct state (by resourceVersion) of the namespace's workloads and pods.
-async fn snapshot(client: &kube::Client, ns: &str, seen: &mut BTreeMap<String, Case>) {
-    let kinds = [
-        ("apps/v1", "Deployment"),
-        ("apps/v1", "ReplicaSet"),
-        ("apps/v1", "StatefulSet"),
-        ("apps/v1", "DaemonSet"),
-        ("batch/v1", "Job"),
-        ("v1", "Pod"),
-    ];
-    for (api_version, kind) in kinds {
-        let api = api_for(
-            client,
-            ns,
-            &json!({ "apiVersion": api_version, "kind": kind }),
-        );
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("list {kind} in {ns}: {e}"));
-        for item in list.items {
-            let mut v = serde_json::to_value(&item).expect("object as JSON");
-            v["apiVersion"] = json!(api_version);
-            v["kind"] = json!(kind);
-            let name = format!(
-                "live:{kind}/{}@{}",
-                s(&v, &["metadata", "name"]),
-                s(&v, &["metadata", "resourceVersion"])
-            );
-            seen.entry(name.clone()).or_insert(Case { name, object: v });
-        }
-    }
-}
-
 #[tokio::test]
 async fn live_rollouts_agree() {
     let tb = require_testbed!();
-    let client = tb.kube_client().await;
-    let ns = tb.namespace(&client, "health-kstatus").await;
-    let objects = live_objects();
-    for (obj, _) in &objects {
-        let o: DynamicObject = serde_json::from_value(obj.clone()).expect("object");
-        api_for(&client, &ns, obj)
-            .create(&PostParams::default(), &o)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "create {} {} in {ns}: {e}",
-                    obj["kind"], obj["metadata"]["name"]
-                )
-            });
-    }
-    let mut seen = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        snapshot(&client, &ns, &mut seen).await;
-        let mut waiting = Vec::new();
-        for (obj, done) in &objects {
-            let name = s(obj, &["metadata", "name"]);
-            let live = api_for(&client, &ns, obj)
-                .get(name)
-                .await
-                .unwrap_or_else(|e| panic!("get {name}: {e}"));
-            if !done(&serde_json::to_value(&live).expect("object as JSON")) {
-                waiting.push(format!("{} {name}", obj["kind"]));
-            }
-        }
-        if waiting.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the rollouts' end states: {waiting:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    // kstatus fails an unschedulable Pod only 15 s after its creation: also compare it after that.
-    let nowhere = api_for(&client, &ns, &json!({ "apiVersion": "v1", "kind": "Pod" }));
-    support::wait_until("Pod nowhere older than 16 s", Duration::from_secs(30), || async {
-        let p = nowhere.get("nowhere").await.map(|p| p.metadata.creation_timestamp);
-        matches!(p, Ok(Some(t)) if t.0 < k8s_openapi::jiff::Timestamp::now() - Duration::from_secs(16))
-    }).await;
-    snapshot(&client, &ns, &mut seen).await;
-    let cases: Vec<Case> = seen.into_values().collect();
+    let cases = live::capture(tb).await;
     let (_, unexplained) = compare(tb, &cases);
     assert!(
         unexplained.is_empty(),
