@@ -194,7 +194,9 @@ fn gitopsd_health(obj: &Value) -> Health {
 }
 
 /// Whether the two verdicts mean the same: Current↔Healthy, InProgress↔Progressing, Failed↔Failed,
-/// Terminating↔Progressing (not healthy). kstatus returns no status only with an error.
+/// Terminating↔Progressing (not healthy). NotFound never occurs (kstatus's poller reports it for
+/// objects it cannot GET; here the objects are given) and Unknown stands for an error of Compute
+/// (e.g. an unknown Pod phase): no status, so a disagreement that shows kstatus's error.
 fn agree(h: &Health, k: &Kstatus) -> bool {
     matches!(
         (h, k.status.as_str()),
