@@ -1,5 +1,12 @@
-//! Health of live objects, modelled on kstatus: pure rules over an object's JSON, and a wait
-//! that checks applied objects until all are healthy, one has failed, or the deadline passes.
+//! Health of live objects: pure rules over an object's JSON that follow kstatus
+//! (sigs.k8s.io/cli-utils/pkg/kstatus/status, what kubectl, kpt, Flux and cli-utils use), except for
+//! the differences listed in the README's health section; tests/health_kstatus.rs compares both.
+//! Also a wait that checks applied objects until all are healthy, one has failed, or the deadline passes.
+//!
+//! A verdict depends on the object alone (no clock), so a watch reaches it from the object's own events.
+
+mod resources;
+mod workloads;
 
 use std::time::Duration;
 
@@ -25,232 +32,102 @@ fn int(v: &Value, path: &[&str]) -> Option<i64> {
     get(v, path).and_then(Value::as_i64)
 }
 
+fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    get(v, path).and_then(Value::as_str)
+}
+
+/// `status.conditions`, in their order (kstatus acts on the first that matches).
+fn conditions(obj: &Value) -> impl Iterator<Item = &Value> {
+    get(obj, &["status", "conditions"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    get(obj, &["status", "conditions"])?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+    conditions(obj).find(|c| text(c, &["type"]) == Some(kind))
 }
 
 /// Whether `status.conditions[type=kind].status` is "True".
 pub fn condition_true(obj: &Value, kind: &str) -> bool {
-    condition(obj, kind)
-        .and_then(|c| c.get("status"))
-        .and_then(Value::as_str)
-        == Some("True")
+    condition(obj, kind).and_then(|c| text(c, &["status"])) == Some("True")
 }
 
-fn condition_message(obj: &Value, kind: &str) -> String {
-    condition(obj, kind)
-        .map(|c| {
-            let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
-            let message = c.get("message").and_then(Value::as_str).unwrap_or_default();
-            format!("{reason}: {message}")
-                .trim_matches([':', ' '])
-                .to_string()
-        })
-        .unwrap_or_default()
+/// "reason: message" of a condition (or what there is of it).
+fn explain(c: &Value) -> String {
+    let reason = text(c, &["reason"]).unwrap_or_default();
+    let message = text(c, &["message"]).unwrap_or_default();
+    match (reason.is_empty(), message.is_empty()) {
+        (false, false) => format!("{reason}: {message}"),
+        (false, true) => reason.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// `what`, followed by ": detail" when there is one.
+fn detailed(what: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {detail}")
+    }
+}
+
+fn progressing(what: impl Into<String>) -> Health {
+    Health::Progressing(what.into())
 }
 
 /// Health of one live object by its group and kind.
 pub fn assess(group: &str, kind: &str, obj: &Value) -> Health {
+    if let Some(health) = common(kind, obj) {
+        return health;
+    }
+    // The old extensions/ group served the same workloads as apps/.
+    let group = match (group, kind) {
+        ("extensions", "Deployment" | "DaemonSet" | "ReplicaSet") => "apps",
+        _ => group,
+    };
+    match (group, kind) {
+        ("apps", "Deployment") => workloads::deployment(obj),
+        ("apps", "StatefulSet") => workloads::statefulset(obj),
+        ("apps", "DaemonSet") => workloads::daemonset(obj),
+        ("apps", "ReplicaSet") => workloads::replicaset(obj),
+        ("batch", "Job") => workloads::job(obj),
+        ("", "Pod") => workloads::pod(obj),
+        ("", "PersistentVolumeClaim") => resources::claim(obj),
+        ("", "Service") => resources::service(obj),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => resources::crd(obj),
+        ("apiregistration.k8s.io", "APIService") => resources::api_service(obj),
+        // Nothing to wait for (as in kstatus), whatever conditions they carry.
+        ("", "ConfigMap" | "Secret") | ("batch", "CronJob") | ("policy", "PodDisruptionBudget") => {
+            Health::Healthy
+        }
+        _ => resources::generic(obj),
+    }
+}
+
+/// What holds for every kind before its own rule: deletion, an unobserved generation, and the
+/// standard Reconciling/Stalled conditions.
+fn common(kind: &str, obj: &Value) -> Option<Health> {
+    if text(obj, &["metadata", "deletionTimestamp"]).is_some_and(|t| !t.is_empty()) {
+        return Some(progressing(format!("{kind} is being deleted")));
+    }
     let generation = int(obj, &["metadata", "generation"]);
     let observed = int(obj, &["status", "observedGeneration"]);
     if let (Some(generation), Some(observed)) = (generation, observed)
-        && observed < generation
+        && observed != generation
     {
-        return Health::Progressing(format!(
-            "controller has not observed generation {generation} yet"
-        ));
+        return Some(progressing(format!(
+            "controller has not observed generation {generation} yet (at {observed})"
+        )));
     }
-    match (group, kind) {
-        ("apps", "Deployment") => deployment(obj, generation, observed),
-        ("apps", "StatefulSet") => statefulset(obj, observed),
-        ("apps", "DaemonSet") => daemonset(obj, observed),
-        ("apps", "ReplicaSet") => replicaset(obj),
-        ("batch", "Job") => job(obj),
-        ("", "Pod") => pod(obj),
-        ("", "PersistentVolumeClaim") => {
-            match get(obj, &["status", "phase"]).and_then(Value::as_str) {
-                Some("Bound") => Health::Healthy,
-                Some("Lost") => Health::Failed("claim lost its volume".into()),
-                other => Health::Progressing(format!("claim is {}", other.unwrap_or("Pending"))),
-            }
+    conditions(obj).find_map(|c| match (text(c, &["type"]), text(c, &["status"])) {
+        (Some("Reconciling"), Some("True")) => {
+            Some(progressing(detailed("reconciling", &explain(c))))
         }
-        ("", "Service") => {
-            if get(obj, &["spec", "type"]).and_then(Value::as_str) == Some("LoadBalancer") {
-                let has_address = get(obj, &["status", "loadBalancer", "ingress"])
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty());
-                if has_address {
-                    Health::Healthy
-                } else {
-                    Health::Progressing("load balancer has no address yet".into())
-                }
-            } else {
-                Health::Healthy
-            }
-        }
-        ("", "Namespace") => match get(obj, &["status", "phase"]).and_then(Value::as_str) {
-            Some("Active") | None => Health::Healthy,
-            Some(phase) => Health::Progressing(format!("namespace is {phase}")),
-        },
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => ready_condition(obj, "Established"),
-        ("apiregistration.k8s.io", "APIService") => ready_condition(obj, "Available"),
-        _ => generic(obj),
-    }
-}
-
-fn ready_condition(obj: &Value, kind: &str) -> Health {
-    if condition_true(obj, kind) {
-        Health::Healthy
-    } else {
-        Health::Progressing(format!("not {kind}: {}", condition_message(obj, kind)))
-    }
-}
-
-fn deployment(obj: &Value, generation: Option<i64>, observed: Option<i64>) -> Health {
-    if let Some(c) = condition(obj, "Progressing")
-        && c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
-    {
-        // The condition's reason is ProgressDeadlineExceeded; the message carries it.
-        return Health::Failed(condition_message(obj, "Progressing"));
-    }
-    if generation.is_some() && observed.is_none() {
-        return Health::Progressing("rollout not observed yet".into());
-    }
-    let desired = int(obj, &["spec", "replicas"]).unwrap_or(1);
-    let updated = int(obj, &["status", "updatedReplicas"]).unwrap_or(0);
-    let total = int(obj, &["status", "replicas"]).unwrap_or(0);
-    let available = int(obj, &["status", "availableReplicas"]).unwrap_or(0);
-    let ready = int(obj, &["status", "readyReplicas"]).unwrap_or(0);
-    if updated < desired {
-        return Health::Progressing(format!("{updated} of {desired} replicas updated"));
-    }
-    if total > updated {
-        return Health::Progressing(format!(
-            "{} old replicas pending termination",
-            total - updated
-        ));
-    }
-    if ready < desired || available < desired {
-        return Health::Progressing(format!(
-            "{available} of {desired} replicas available ({ready} ready)"
-        ));
-    }
-    Health::Healthy
-}
-
-fn statefulset(obj: &Value, observed: Option<i64>) -> Health {
-    if observed.is_none() {
-        return Health::Progressing("rollout not observed yet".into());
-    }
-    let desired = int(obj, &["spec", "replicas"]).unwrap_or(1);
-    let ready = int(obj, &["status", "readyReplicas"]).unwrap_or(0);
-    let available = int(obj, &["status", "availableReplicas"]).unwrap_or(ready);
-    let rolling =
-        get(obj, &["spec", "updateStrategy", "type"]).and_then(Value::as_str) != Some("OnDelete");
-    if rolling {
-        let updated = int(obj, &["status", "updatedReplicas"]).unwrap_or(0);
-        let current = get(obj, &["status", "currentRevision"]);
-        let update = get(obj, &["status", "updateRevision"]);
-        if updated < desired || (update.is_some() && current != update) {
-            return Health::Progressing(format!("{updated} of {desired} replicas updated"));
-        }
-    }
-    if ready < desired || available < desired {
-        return Health::Progressing(format!("{ready} of {desired} replicas ready"));
-    }
-    Health::Healthy
-}
-
-fn daemonset(obj: &Value, observed: Option<i64>) -> Health {
-    if observed.is_none() {
-        return Health::Progressing("rollout not observed yet".into());
-    }
-    let desired = int(obj, &["status", "desiredNumberScheduled"]).unwrap_or(0);
-    let updated = int(obj, &["status", "updatedNumberScheduled"]).unwrap_or(0);
-    let available = int(obj, &["status", "numberAvailable"]).unwrap_or(0);
-    if updated < desired {
-        return Health::Progressing(format!("{updated} of {desired} pods updated"));
-    }
-    if available < desired {
-        return Health::Progressing(format!("{available} of {desired} pods available"));
-    }
-    Health::Healthy
-}
-
-fn replicaset(obj: &Value) -> Health {
-    let desired = int(obj, &["spec", "replicas"]).unwrap_or(1);
-    let available = int(obj, &["status", "availableReplicas"]).unwrap_or(0);
-    if available < desired {
-        return Health::Progressing(format!("{available} of {desired} replicas available"));
-    }
-    Health::Healthy
-}
-
-fn job(obj: &Value) -> Health {
-    if condition_true(obj, "Failed") {
-        return Health::Failed(format!("job failed: {}", condition_message(obj, "Failed")));
-    }
-    if condition_true(obj, "Complete") {
-        return Health::Healthy;
-    }
-    if get(obj, &["spec", "suspend"]).and_then(Value::as_bool) == Some(true) {
-        return Health::Healthy;
-    }
-    let succeeded = int(obj, &["status", "succeeded"]).unwrap_or(0);
-    let completions = int(obj, &["spec", "completions"]).unwrap_or(1);
-    Health::Progressing(format!("{succeeded} of {completions} completions"))
-}
-
-fn pod(obj: &Value) -> Health {
-    match get(obj, &["status", "phase"]).and_then(Value::as_str) {
-        Some("Succeeded") => return Health::Healthy,
-        Some("Failed") => {
-            let reason = get(obj, &["status", "reason"])
-                .and_then(Value::as_str)
-                .unwrap_or("Failed");
-            return Health::Failed(format!("pod failed: {reason}"));
-        }
-        _ => {}
-    }
-    let statuses = get(obj, &["status", "containerStatuses"]).and_then(Value::as_array);
-    for status in statuses.into_iter().flatten() {
-        let waiting = get(status, &["state", "waiting", "reason"]).and_then(Value::as_str);
-        if matches!(
-            waiting,
-            Some(
-                "CrashLoopBackOff"
-                    | "ImagePullBackOff"
-                    | "ErrImagePull"
-                    | "CreateContainerConfigError"
-            )
-        ) {
-            let name = status.get("name").and_then(Value::as_str).unwrap_or("?");
-            return Health::Failed(format!("container {name}: {}", waiting.unwrap_or_default()));
-        }
-    }
-    if condition_true(obj, "Ready") {
-        Health::Healthy
-    } else {
-        Health::Progressing(format!(
-            "pod not ready: {}",
-            condition_message(obj, "Ready")
-        ))
-    }
-}
-
-fn generic(obj: &Value) -> Health {
-    for kind in ["Ready", "Available"] {
-        if let Some(c) = condition(obj, kind) {
-            return match c.get("status").and_then(Value::as_str) {
-                Some("True") => Health::Healthy,
-                _ => Health::Progressing(format!("not {kind}: {}", condition_message(obj, kind))),
-            };
-        }
-    }
-    Health::Healthy
+        (Some("Stalled"), Some("True")) => Some(Health::Failed(detailed("stalled", &explain(c)))),
+        _ => None,
+    })
 }
 
 /// An object that did not become healthy, and why.
@@ -323,58 +200,86 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn is_progressing(h: &Health, part: &str) -> bool {
+        matches!(h, Health::Progressing(m) if m.contains(part))
+    }
+
     #[test]
-    fn deployment_rules() {
-        let ok = json!({"metadata": {"generation": 2}, "spec": {"replicas": 3},
-            "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}});
-        assert_eq!(assess("apps", "Deployment", &ok), Health::Healthy);
-        let stale = json!({"metadata": {"generation": 3}, "spec": {"replicas": 3},
-            "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}});
-        assert!(matches!(
-            assess("apps", "Deployment", &stale),
-            Health::Progressing(_)
+    fn terminating_objects_are_not_healthy() {
+        let gone = json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"}});
+        assert!(is_progressing(
+            &assess("", "ConfigMap", &gone),
+            "being deleted"
         ));
-        let deadline = json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
-            "status": {"observedGeneration": 1, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet web-1 has timed out progressing."}]}});
-        assert!(
-            matches!(assess("apps", "Deployment", &deadline), Health::Failed(m) if m.contains("ProgressDeadlineExceeded"))
+        assert!(is_progressing(
+            &assess("example.com", "Widget", &gone),
+            "being deleted"
+        ));
+    }
+
+    #[test]
+    fn unobserved_generation_is_progressing() {
+        let stale = json!({"metadata": {"generation": 3}, "status": {"observedGeneration": 2,
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(is_progressing(
+            &assess("example.com", "Widget", &stale),
+            "generation 3"
+        ));
+        let current = json!({"metadata": {"generation": 3}, "status": {"observedGeneration": 3}});
+        assert_eq!(assess("example.com", "Widget", &current), Health::Healthy);
+    }
+
+    #[test]
+    fn reconciling_and_stalled_hold_for_every_kind() {
+        let reconciling = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True"},
+            {"type": "Reconciling", "status": "True", "reason": "Progressing", "message": "fetching"}]}});
+        assert!(is_progressing(
+            &assess("example.com", "Widget", &reconciling),
+            "Progressing: fetching"
+        ));
+        let stalled = json!({"status": {"conditions": [
+            {"type": "Stalled", "status": "True", "reason": "InvalidSpec", "message": "bad url"}]}});
+        assert_eq!(
+            assess("example.com", "Widget", &stalled),
+            Health::Failed("stalled: InvalidSpec: bad url".into())
+        );
+        assert!(matches!(
+            assess("", "ConfigMap", &stalled),
+            Health::Failed(_)
+        ));
+        let not_stalled =
+            json!({"status": {"conditions": [{"type": "Stalled", "status": "False"}]}});
+        assert_eq!(
+            assess("example.com", "Widget", &not_stalled),
+            Health::Healthy
         );
     }
 
     #[test]
-    fn job_pod_pvc_and_generic_rules() {
-        let failed = json!({"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
-        assert!(matches!(assess("batch", "Job", &failed), Health::Failed(_)));
-        let done = json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}});
-        assert_eq!(assess("batch", "Job", &done), Health::Healthy);
-        let crash = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
-        assert!(matches!(assess("", "Pod", &crash), Health::Failed(_)));
-        assert!(matches!(
-            assess(
-                "",
-                "PersistentVolumeClaim",
-                &json!({"status": {"phase": "Pending"}})
-            ),
-            Health::Progressing(_)
-        ));
+    fn always_ready_kinds_ignore_ready_conditions() {
+        let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+        assert_eq!(assess("batch", "CronJob", &not_ready), Health::Healthy);
         assert_eq!(
-            assess(
-                "",
-                "PersistentVolumeClaim",
-                &json!({"status": {"phase": "Bound"}})
-            ),
+            assess("policy", "PodDisruptionBudget", &not_ready),
             Health::Healthy
         );
-        assert_eq!(
-            assess("", "ConfigMap", &json!({"data": {}})),
-            Health::Healthy
-        );
-        let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "message": "waiting"}]}});
-        assert!(matches!(
-            assess("example.com", "Widget", &not_ready),
-            Health::Progressing(_)
+        assert!(is_progressing(
+            &assess("example.com", "Widget", &not_ready),
+            "not ready"
         ));
-        let lb = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}});
-        assert!(matches!(assess("", "Service", &lb), Health::Progressing(_)));
+    }
+
+    #[test]
+    fn extensions_group_uses_the_apps_rules() {
+        let ds = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1}});
+        assert!(is_progressing(
+            &assess("extensions", "DaemonSet", &ds),
+            "desiredNumberScheduled"
+        ));
+        assert_eq!(
+            assess("apps", "DaemonSet", &ds),
+            assess("extensions", "DaemonSet", &ds)
+        );
     }
 }

@@ -5,5 +5,6 @@ K8S_STAGING_VERSION=v0.36.3  # matching k8s.io/* staging modules
 ETCD_VERSION=v3.6.16         # go.etcd.io/etcd/server/v3
 KWOK_VERSION=v0.8.0          # sigs.k8s.io/kwok
 VERSITYGW_VERSION=v1.8.0     # github.com/versity/versitygw (second S3 server, posix backend)
+CLI_UTILS_VERSION=v0.37.2    # sigs.k8s.io/cli-utils (kstatus, the reference for gitopsd's health rules)
 MOTO_VERSION=5.1.22          # PyPI moto[server] (primary S3 server); 5.2.x breaks GetBucketVersioning for aws-sdk-rust
 TESTBED_CACHE="${GITOPSD_TESTBED_CACHE:-$HOME/.cache/gitopsd-testbed}"
