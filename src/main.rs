@@ -65,6 +65,20 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Take over an environment's objects from another instance (or from a gitopsd version
+    /// before instances), by relabelling them as this instance's.
+    Adopt {
+        #[arg(long, default_value = "/etc/gitopsd/config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        /// The instance that owns them now; without it, objects with no instance label.
+        #[arg(long)]
+        from_instance: Option<String>,
+        /// Only list what would be adopted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Preview what a revision would change (Markdown for a PR comment, or JSON). Exit code:
     /// 0 no changes, 2 changes, 1 errors (including validation errors in the head).
     Preview(gitopsd::preview::PreviewArgs),
@@ -175,6 +189,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("{env}: {commit} has no record in this environment; nothing to retry");
                 Ok(ExitCode::FAILURE)
             }
+        }
+        Command::Adopt {
+            config,
+            env,
+            from_instance,
+            dry_run,
+        } => {
+            let config = load(&config)?;
+            let adopted = daemon::adopt(&config, &env, from_instance.as_deref(), dry_run).await?;
+            let verb = if dry_run { "would adopt" } else { "adopted" };
+            for object in &adopted {
+                println!("{verb} {object}");
+            }
+            println!(
+                "{env}: {verb} {} objects as instance {}",
+                adopted.len(),
+                config.instance()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Preview(args) => Ok(ExitCode::from(gitopsd::preview::run_cli(args).await?)),
         Command::Rollback { config, env, to } => {

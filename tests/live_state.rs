@@ -318,3 +318,69 @@ async fn an_endpointslice_of_a_managed_service_is_never_pruned() {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adopt_moves_an_environment_to_another_instance() {
+    let tb = require_testbed!();
+    let f = Fixture::new(tb, "adopt").await;
+    let text = f.gitopsd.config_text();
+    let old = Gitopsd::from_text(&format!("instance: team-old\n{text}"));
+    let new = Gitopsd::from_text(&format!("instance: team-new\n{text}"));
+    f.write("a.yaml", &configmap("a", &[("k", "1")]));
+    f.write("b.yaml", &configmap("b", &[("k", "1")]));
+    f.repo.commit_push("two ConfigMaps");
+    old.once(None).assert_success("the old instance applies");
+
+    // The new instance does not take another instance's objects silently.
+    f.write("a.yaml", &configmap("a", &[("k", "2")]));
+    let c2 = f.repo.commit_push("a change");
+    let out = new.once(None);
+    out.assert_failure("the new instance before adopt");
+    let r = f.record(&c2);
+    assert_eq!(r.outcome, Outcome::Rejected, "{r:?}");
+    assert!(
+        r.errors.iter().any(|e| e.reason.contains("gitopsd adopt")),
+        "{r:?}"
+    );
+    assert_eq!(f.cm("a").await.unwrap()["k"], "1");
+
+    let dry = new.cmd(
+        "adopt",
+        &[
+            "--env",
+            &f.env.name,
+            "--from-instance",
+            "team-old",
+            "--dry-run",
+        ],
+    );
+    dry.assert_success("adopt --dry-run");
+    assert!(dry.stdout.contains("would adopt 2 objects"), "{dry}");
+    let labels = support::gitopsd::configmap_labels(&f.client, &f.ns, "a")
+        .await
+        .unwrap();
+    assert_eq!(
+        labels["gitopsd.dev/instance"], "team-old",
+        "a dry run changes nothing"
+    );
+    new.cmd(
+        "adopt",
+        &["--env", &f.env.name, "--from-instance", "team-old"],
+    )
+    .assert_success("adopt");
+    new.cmd("retry", &["--env", &f.env.name, &c2])
+        .assert_success("retry c2");
+    new.once(None)
+        .assert_success("the new instance after adopt");
+    assert_eq!(f.record(&c2).outcome, Outcome::Healthy);
+    assert_eq!(f.cm("a").await.unwrap()["k"], "2");
+    for name in ["a", "b"] {
+        let labels = support::gitopsd::configmap_labels(&f.client, &f.ns, name)
+            .await
+            .unwrap();
+        assert_eq!(
+            labels["gitopsd.dev/instance"], "team-new",
+            "{name}: {labels:?}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Kubernetes effects: discovery, server-side dry-run, server-side apply, ownership-checked delete,
 //! and the inventory of what gitopsd owns for an environment.
 
+pub mod adopt;
 pub mod apply;
 pub mod health;
 pub mod live;
@@ -88,7 +89,7 @@ impl KubeError {
         }
     }
 
-    fn from_kube(object: &str, verb: &'static str, err: kube::Error) -> KubeError {
+    pub(crate) fn from_kube(object: &str, verb: &'static str, err: kube::Error) -> KubeError {
         match err {
             kube::Error::Api(status) => KubeError::Api {
                 object: object.to_string(),
@@ -451,11 +452,10 @@ impl Cluster {
             .as_ref()
             .is_some_and(|r| !r.is_empty());
         // Only what gitopsd applied: labels alone can be copied (Endpoints copy their Service's).
-        let applied_by_us = live
-            .metadata
-            .managed_fields
-            .as_ref()
-            .is_some_and(|m| m.iter().any(|e| e.manager.as_deref() == Some(FIELD_MANAGER)));
+        let applied_by_us = live.metadata.managed_fields.as_ref().is_some_and(|m| {
+            m.iter()
+                .any(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
+        });
         if !self.owns(&live) || made_by_other || !applied_by_us {
             return Ok(DeleteOutcome::NotOwned);
         }

@@ -175,3 +175,36 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
     }
     Ok(serde_json::Value::Object(report))
 }
+
+/// `gitopsd adopt`: moves `env`'s objects from instance `from` (or from before instances) to
+/// this one. Returns the objects adopted; failures are errors naming the object.
+pub async fn adopt(
+    config: &HostConfig,
+    env: &str,
+    from: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<String>, ReconcileError> {
+    let setup = |message: String| ReconcileError::Setup {
+        env: env.to_string(),
+        message,
+    };
+    let cfg = config
+        .environment(env)
+        .ok_or_else(|| setup("no such environment in the host config".into()))?;
+    let k8s = cfg
+        .kubernetes
+        .as_ref()
+        .ok_or_else(|| setup("the environment has no kubernetes settings".into()))?;
+    if from == Some(config.instance().as_str()) {
+        return Err(setup(format!(
+            "{} is this instance already",
+            config.instance()
+        )));
+    }
+    let cluster = Cluster::connect(k8s, &config.instance(), cfg).await?;
+    let adopted = cluster.adopt(from, dry_run).await?;
+    if let Some((_, e)) = adopted.failures.into_iter().next() {
+        return Err(e.into());
+    }
+    Ok(adopted.objects.iter().map(ToString::to_string).collect())
+}

@@ -76,7 +76,12 @@ impl EnvWorker {
             let keys: Vec<(ObjectKey, live::Awaited)> = p
                 .wanted
                 .iter()
-                .map(|w| (w.key.clone(), t.applied.get(&w.key).cloned().unwrap_or_default()))
+                .map(|w| {
+                    (
+                        w.key.clone(),
+                        t.applied.get(&w.key).cloned().unwrap_or_default(),
+                    )
+                })
                 .collect();
             let mut changes = cache.subscribe();
             loop {
