@@ -391,6 +391,40 @@ pub fn format_report(report: &serde_json::Value) -> String {
         }
         let pending = v["pending"].as_array().map(Vec::len).unwrap_or(0);
         out.push_str(&format!("  pending: {pending} commits\n"));
+        out.push_str(&format_live(&v["live"]));
+        if let Some(d) = v["last_drift"].as_object() {
+            out.push_str(&format!(
+                "  last drift: {} objects at {} ({})\n",
+                d.get("count").and_then(|c| c.as_u64()).unwrap_or(0),
+                d.get("at").and_then(|c| c.as_str()).unwrap_or("?"),
+                if d.get("corrected").and_then(|c| c.as_bool()) == Some(true) {
+                    "corrected"
+                } else {
+                    "reported"
+                }
+            ));
+        }
+    }
+    out
+}
+
+fn format_live(live: &serde_json::Value) -> String {
+    if let Some(e) = live.get("error").and_then(|e| e.as_str()) {
+        return format!("  live: cannot read the cluster: {e}\n");
+    }
+    let n = |k: &str| live.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    if live.is_null() {
+        return String::new();
+    }
+    let mut out = format!(
+        "  live: {} objects, {} healthy, {} progressing, {} failed\n",
+        n("objects"),
+        n("healthy"),
+        n("progressing"),
+        n("failed")
+    );
+    for u in live["unhealthy"].as_array().into_iter().flatten() {
+        out.push_str(&format!("    {}\n", u.as_str().unwrap_or_default()));
     }
     out
 }

@@ -878,6 +878,10 @@ async fn status_json_shows_last_healthy_pinned_and_pending() {
         .filter_map(|p| p["commit"].as_str())
         .collect();
     assert_eq!(pending, vec![c3.as_str()], "{v:#}");
+    // Live health comes from the cluster, not from the notes: c1's one ConfigMap, healthy.
+    assert_eq!(env["live"]["objects"].as_u64(), Some(1), "{v:#}");
+    assert_eq!(env["live"]["healthy"].as_u64(), Some(1), "{v:#}");
+    assert_eq!(env["applied"].as_str(), Some(c1.as_str()), "{v:#}");
     // The text form says the same for people.
     let text = f.gitopsd.cmd("status", &[]);
     assert!(

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod health;
 pub mod live;
 pub mod managed;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -168,12 +168,39 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
                 .collect::<Vec<_>>(),
             None => Vec::new(),
         };
+        let applied = h.last_applied.as_ref().map(|(c, _)| c.clone());
+        let drift = h
+            .records
+            .values()
+            .flat_map(|r| r.drift.iter())
+            .max_by(|a, b| a.at.cmp(&b.at))
+            .cloned();
         report.insert(
             env.name.clone(),
-            serde_json::json!({"last_healthy": healthy, "last_outcome": last, "pinned": h.pinned, "pending": pending}),
+            serde_json::json!({"last_healthy": healthy, "applied": applied, "last_outcome": last,
+                "pinned": h.pinned, "pending": pending, "last_drift": drift,
+                "live": live_health(config, env).await}),
         );
     }
     Ok(serde_json::Value::Object(report))
+}
+
+/// The live health of `env`'s objects, or why it cannot be read.
+async fn live_health(
+    config: &HostConfig,
+    env: &crate::config::EnvironmentConfig,
+) -> serde_json::Value {
+    let Some(k8s) = &env.kubernetes else {
+        return serde_json::Value::Null;
+    };
+    let health = match Cluster::connect(k8s, &config.instance(), env).await {
+        Ok(cluster) => cluster.live_health().await,
+        Err(e) => Err(e),
+    };
+    match health {
+        Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    }
 }
 
 /// `gitopsd adopt`: moves `env`'s objects from instance `from` (or from before instances) to
