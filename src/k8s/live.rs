@@ -96,8 +96,18 @@ struct State {
     objects: RwLock<HashMap<ObjectKey, LiveObject>>,
     /// Keys whose managed fields changed or that disappeared since the last `take_dirty`.
     dirty: Mutex<HashSet<ObjectKey>>,
-    /// Kinds being watched (group, kind) and whether their first list is complete.
-    kinds: Mutex<HashMap<(String, String), watch::Receiver<bool>>>,
+    /// Kinds being watched (group, kind) and how far their first list got.
+    kinds: Mutex<HashMap<(String, String), watch::Receiver<Listing>>>,
+}
+
+/// Progress of a kind's first list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Listing {
+    Running,
+    Done,
+    /// The API refused to list the kind (forbidden, gone): nothing of it is cached; objects of
+    /// that kind plan as creates, and their dry-run says why they cannot be applied.
+    Refused,
 }
 
 /// A watch-fed cache of one environment's owned objects.
@@ -123,6 +133,7 @@ impl LiveCache {
     }
 
     /// Starts watching the kinds not watched yet and waits until each has listed what exists.
+    /// Kinds the API refuses to list are left out (and retried on the next call).
     pub async fn ensure(&self, resources: &[ApiResource]) -> Result<(), KubeError> {
         let mut waits = Vec::new();
         for resource in resources {
@@ -131,27 +142,39 @@ impl LiveCache {
             let rx = match kinds.get(&id) {
                 Some(rx) => rx.clone(),
                 None => {
-                    let (tx, rx) = watch::channel(false);
-                    kinds.insert(id, rx.clone());
+                    let (tx, rx) = watch::channel(Listing::Running);
+                    kinds.insert(id.clone(), rx.clone());
                     tokio::spawn(self.clone().watch_kind(resource.clone(), tx));
                     rx
                 }
             };
-            waits.push((resource.kind.clone(), rx));
+            waits.push((id, rx));
         }
-        for (kind, mut rx) in waits {
-            let synced = tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|synced| *synced)).await;
-            if !matches!(synced, Ok(Ok(_))) {
-                return Err(KubeError::Timeout {
-                    what: format!("the watch of {kind} to list existing objects"),
-                    after: SYNC_TIMEOUT,
-                });
+        for ((group, kind), mut rx) in waits {
+            let listed = tokio::time::timeout(
+                SYNC_TIMEOUT,
+                rx.wait_for(|l| *l != Listing::Running),
+            )
+            .await;
+            match listed.as_ref().map(|r| r.as_deref().cloned()) {
+                Ok(Ok(Listing::Done)) => {}
+                Ok(Ok(_)) | Ok(Err(_)) => {
+                    if let Ok(mut kinds) = self.state.kinds.lock() {
+                        kinds.remove(&(group, kind));
+                    }
+                }
+                Err(_) => {
+                    return Err(KubeError::Timeout {
+                        what: format!("the watch of {kind} to list existing objects"),
+                        after: SYNC_TIMEOUT,
+                    });
+                }
             }
         }
         Ok(())
     }
 
-    async fn watch_kind(self, resource: ApiResource, synced: watch::Sender<bool>) {
+    async fn watch_kind(self, resource: ApiResource, listing_tx: watch::Sender<Listing>) {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
         let config = watcher::Config::default()
             .labels(&self.selector)
@@ -178,7 +201,7 @@ impl LiveCache {
                     if let Some(seen) = listing.take() {
                         self.retain_kind(&resource, &seen);
                     }
-                    synced.send_replace(true);
+                    listing_tx.send_replace(Listing::Done);
                     self.notify();
                 }
                 Some(Ok(Event::Apply(obj))) => {
@@ -190,6 +213,11 @@ impl LiveCache {
                         self.remove(&key);
                     }
                     self.notify();
+                }
+                Some(Err(e)) if *listing_tx.borrow() == Listing::Running && refused(&e) => {
+                    tracing::debug!(kind = %resource.kind, error = %e, "not allowed to watch this kind");
+                    listing_tx.send_replace(Listing::Refused);
+                    return;
                 }
                 // The watcher backs off and retries by itself; the cache keeps serving.
                 Some(Err(e)) => {
@@ -303,6 +331,17 @@ fn key_of(resource: &ApiResource, obj: &DynamicObject) -> Option<ObjectKey> {
         namespace: obj.metadata.namespace.clone(),
         name: obj.metadata.name.clone()?,
     })
+}
+
+/// A refusal that waiting will not change: forbidden, not found, not allowed.
+fn refused(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
+            matches!(s.code, 403 | 404 | 405)
+        }
+        _ => false,
+    }
 }
 
 fn poisoned() -> KubeError {
