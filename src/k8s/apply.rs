@@ -316,9 +316,9 @@ async fn apply_one<'a>(
 /// Applies objects phase by phase (`force` takes fields back from other managers). Stops after
 /// the first phase with a failure (later phases depend on earlier ones). Returns what was
 /// applied and the failures.
-pub async fn apply_all<'a>(
+pub async fn apply_all(
     cluster: &Cluster,
-    objects: &[&'a Manifest],
+    objects: &[&Manifest],
     concurrency: usize,
     force: bool,
 ) -> (Vec<Applied>, Vec<ObjectFailure>) {
@@ -382,11 +382,7 @@ async fn delete_one<'a>(
 }
 
 /// Deletes objects in reverse dependency order; only objects gitopsd owns are touched.
-pub async fn delete_all<'a>(
-    cluster: &Cluster,
-    objects: &[&'a Manifest],
-    concurrency: usize,
-) -> Deletions {
+pub async fn delete_all(cluster: &Cluster, objects: &[&Manifest], concurrency: usize) -> Deletions {
     let mut out = Deletions::default();
     let phases = by_phase(cluster, objects).await;
     for phase in phases.iter().rev() {

@@ -151,11 +151,8 @@ impl LiveCache {
             waits.push((id, rx));
         }
         for ((group, kind), mut rx) in waits {
-            let listed = tokio::time::timeout(
-                SYNC_TIMEOUT,
-                rx.wait_for(|l| *l != Listing::Running),
-            )
-            .await;
+            let listed =
+                tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|l| *l != Listing::Running)).await;
             match listed.as_ref().map(|r| r.as_deref().cloned()) {
                 Ok(Ok(Listing::Done)) => {}
                 Ok(Ok(_)) | Ok(Err(_)) => {
@@ -337,9 +334,7 @@ fn key_of(resource: &ApiResource, obj: &DynamicObject) -> Option<ObjectKey> {
 fn refused(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
-            matches!(s.code, 403 | 404 | 405)
-        }
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => (403..=405).contains(&s.code),
         _ => false,
     }
 }
@@ -359,12 +354,12 @@ pub struct Awaited {
     pub min_generation: i64,
 }
 
+/// Objects with the reason they are not healthy.
+pub type Reasons = Vec<(ObjectKey, String)>;
+
 /// Health of the given objects from the cache: `Failed` ones first, then those still
 /// progressing (missing, or older than the generation an apply returned).
-pub fn assess(
-    cache: &LiveCache,
-    keys: &[(ObjectKey, Awaited)],
-) -> (Vec<(ObjectKey, String)>, Vec<(ObjectKey, String)>) {
+pub fn assess(cache: &LiveCache, keys: &[(ObjectKey, Awaited)]) -> (Reasons, Reasons) {
     let mut failed = Vec::new();
     let mut progressing = Vec::new();
     for (key, awaited) in keys {
