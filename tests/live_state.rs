@@ -384,3 +384,47 @@ async fn adopt_moves_an_environment_to_another_instance() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_bootstrap_puts_updated_roles_back_and_removes_created_namespaces() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::Role;
+    let tb = require_testbed!();
+    let f = Fixture::new(tb, "bootstrap").await;
+    let role = |verbs: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: reader\nrules:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [{verbs}]\n"
+        )
+    };
+    f.write("role.yaml", &role("get"));
+    f.repo.commit_push("a Role");
+    f.gitopsd.once(None).assert_success("c1");
+
+    // c2 widens the Role and adds a Namespace with an invalid object in it: the Namespace and the
+    // Role are applied so the object can be dry-run; its failure must undo both.
+    let extra_ns = format!("{}-x", f.ns);
+    f.write("role.yaml", &role("get, list"));
+    f.write(
+        "new.yaml",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {extra_ns}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: {extra_ns}\ndata:\n  k: v\nspec:\n  unknown: field\n"),
+    );
+    let c2 = f.repo.commit_push("bootstrap that fails");
+    f.gitopsd.once(None).assert_failure("c2");
+    let r = f.record(&c2);
+    assert_eq!(r.outcome, Outcome::Rejected, "{r:?}");
+    assert!(r.errors.iter().any(|e| e.object.contains("bad")), "{r:?}");
+    let live = Api::<Role>::namespaced(f.client.clone(), &f.ns)
+        .get("reader")
+        .await
+        .unwrap();
+    let verbs = live.rules.unwrap_or_default()[0].verbs.clone();
+    assert_eq!(verbs, vec!["get".to_string()], "the Role is as c1 had it");
+    let ns = Api::<Namespace>::all(f.client.clone())
+        .get_opt(&extra_ns)
+        .await
+        .unwrap();
+    assert!(
+        ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "the Namespace created for validation is deleted again"
+    );
+}
