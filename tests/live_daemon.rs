@@ -173,10 +173,16 @@ impl NotifySocket {
     /// Whether a READY=1 followed a RELOADING=1 at or after line `from`: a reload is complete.
     fn reload_done(&self, from: usize) -> bool {
         let lines = self.lines();
-        let Some(reloading) = lines.iter().skip(from).position(|(_, l)| l == "RELOADING=1") else {
+        let Some(reloading) = lines
+            .iter()
+            .skip(from)
+            .position(|(_, l)| l == "RELOADING=1")
+        else {
             return false;
         };
-        lines[from + reloading..].iter().any(|(_, l)| l == "READY=1")
+        lines[from + reloading..]
+            .iter()
+            .any(|(_, l)| l == "READY=1")
     }
 }
 
@@ -223,8 +229,16 @@ async fn a_stuck_health_wait_does_not_delay_another_environment() {
     let slow = Env::new("ld-slow", "envs/slow", &ns_slow);
     let fast = Env::new("ld-fast", "envs/fast", &ns_fast);
     assert_eq!(slow.health_timeout, Duration::from_secs(60));
-    let g = Gitopsd::new(tb, &repo.remote, Transport::Https, &[slow.clone(), fast.clone()]);
-    repo.write("envs/slow/web.yaml", &deployment("web", 1, None, NEVER, "1"));
+    let g = Gitopsd::new(
+        tb,
+        &repo.remote,
+        Transport::Https,
+        &[slow.clone(), fast.clone()],
+    );
+    repo.write(
+        "envs/slow/web.yaml",
+        &deployment("web", 1, None, NEVER, "1"),
+    );
     repo.write("envs/fast/cm.yaml", &configmap("settings", &[("v", "1")]));
     let c0 = repo.commit_push("c0: both healthy");
     let mut daemon = g.spawn_run();
@@ -242,7 +256,14 @@ async fn a_stuck_health_wait_does_not_delay_another_environment() {
     let slow_pushed = Instant::now();
     wait_image(&mut daemon, &client, &ns_slow, "web", "2").await;
     // fast is idle again (its render did not change with c_slow).
-    let r = wait_record(&mut daemon, &repo, &c_slow, &fast.name, Duration::from_secs(30)).await;
+    let r = wait_record(
+        &mut daemon,
+        &repo,
+        &c_slow,
+        &fast.name,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(r.outcome, Outcome::Healthy, "{r:#?}");
 
     repo.write("envs/fast/cm.yaml", &configmap("settings", &[("v", "2")]));
@@ -270,15 +291,32 @@ async fn a_stuck_health_wait_does_not_delay_another_environment() {
         "fast's commit took {latency:?} from its push to the cluster (poll {POLL:?} + 2 s allowed)"
     );
 
-    let r = wait_record(&mut daemon, &repo, &c_fast, &fast.name, Duration::from_secs(30)).await;
+    let r = wait_record(
+        &mut daemon,
+        &repo,
+        &c_fast,
+        &fast.name,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(r.outcome, Outcome::Healthy, "{r:#?}");
     // ...while slow is still in its health wait: no verdict on its commit, nor on the next.
     assert!(
         slow_pushed.elapsed() < slow.health_timeout,
         "the test itself took too long to show anything"
     );
-    assert_eq!(repo.record(&c_slow, &slow.name), None, "{}", daemon.log_tail());
-    assert_eq!(repo.record(&c_fast, &slow.name), None, "{}", daemon.log_tail());
+    assert_eq!(
+        repo.record(&c_slow, &slow.name),
+        None,
+        "{}",
+        daemon.log_tail()
+    );
+    assert_eq!(
+        repo.record(&c_fast, &slow.name),
+        None,
+        "{}",
+        daemon.log_tail()
+    );
     let (ready, image, _) = deployment_state(&client, &ns_slow, "web").await.unwrap();
     assert!(!ready && image.ends_with(":2"), "slow is still rolling out");
 }
@@ -290,10 +328,14 @@ async fn a_stuck_health_wait_does_not_delay_another_environment() {
 /// and pushes.
 fn push_version(f: &Fixture, v: &str, fail: Option<&str>, message: &str) -> String {
     let dir = &f.env.path;
-    f.repo
-        .write(&format!("{dir}/web.yaml"), &deployment("web", 1, fail, NEVER, v));
-    f.repo
-        .write(&format!("{dir}/cm.yaml"), &configmap("settings", &[("v", v)]));
+    f.repo.write(
+        &format!("{dir}/web.yaml"),
+        &deployment("web", 1, fail, NEVER, v),
+    );
+    f.repo.write(
+        &format!("{dir}/cm.yaml"),
+        &configmap("settings", &[("v", v)]),
+    );
     f.repo.commit_push(message)
 }
 
@@ -336,7 +378,11 @@ async fn a_newer_commit_supersedes_a_health_wait() {
     let c2 = push_version(&f, "2", Some("unready"), "c2: pods never become ready");
     let c2_pushed = Instant::now();
     wait_image(&mut daemon, &f.client, &f.ns, "web", "2").await;
-    assert_eq!(final_record(&f.repo, &c2, &env), None, "c2 is still waiting");
+    assert_eq!(
+        final_record(&f.repo, &c2, &env),
+        None,
+        "c2 is still waiting"
+    );
     let c3 = push_version(&f, "3", None, "c3: ready again");
     let r3 = wait_record(&mut daemon, &f.repo, &c3, &env, Duration::from_secs(90)).await;
     assert_eq!(r3.outcome, Outcome::Healthy, "{r3:#?}");
@@ -346,13 +392,20 @@ async fn a_newer_commit_supersedes_a_health_wait() {
         rfc3339(&r2.finished) < rfc3339(&r2.started) + f.env.health_timeout,
         "c2's wait was cut short, not timed out: {r2:#?}"
     );
-    assert!(c2_pushed.elapsed() < f.env.health_timeout, "c3 healthy before c2's deadline");
+    assert!(
+        c2_pushed.elapsed() < f.env.health_timeout,
+        "c3 healthy before c2's deadline"
+    );
     assert_cluster_at(&f, "3").await;
 
     // c4 never becomes ready; c5, pushed during c4's wait, does not either: back to c3.
     let c4 = push_version(&f, "4", Some("unready"), "c4: pods never become ready");
     wait_image(&mut daemon, &f.client, &f.ns, "web", "4").await;
-    assert_eq!(final_record(&f.repo, &c4, &env), None, "c4 is still waiting");
+    assert_eq!(
+        final_record(&f.repo, &c4, &env),
+        None,
+        "c4 is still waiting"
+    );
     let c5 = push_version(&f, "5", Some("unready"), "c5: still never ready");
     let r5 = wait_record(&mut daemon, &f.repo, &c5, &env, Duration::from_secs(150)).await;
     assert_eq!(r5.outcome, Outcome::RolledBack, "{r5:#?}");
@@ -363,7 +416,9 @@ async fn a_newer_commit_supersedes_a_health_wait() {
     assert_cluster_at(&f, "3").await;
     let r3 = f.repo.expect_record(&c3, &env);
     assert!(
-        r3.reapplied.iter().any(|x| x.because.contains(&c5) && x.healthy),
+        r3.reapplied
+            .iter()
+            .any(|x| x.because.contains(&c5) && x.healthy),
         "c3 records its re-application because of c5: {r3:#?}"
     );
 }
@@ -412,7 +467,11 @@ async fn sighup_rebuilds_only_the_changed_environment() {
         || std::future::ready(notify.reload_done(before)),
     )
     .await;
-    assert!(daemon.log_text().contains("config reloaded"), "{}", daemon.log_tail());
+    assert!(
+        daemon.log_text().contains("config reloaded"),
+        "{}",
+        daemon.log_tail()
+    );
     assert_eq!(envs_logging(&daemon, RESTARTED), vec![b.name.clone()]);
 
     // a kept running: it applies the next commit, still without a restart.
@@ -457,7 +516,14 @@ async fn the_watchdog_is_fed_during_a_long_health_wait() {
     let mut daemon = spawn_notified(&f.gitopsd, &notify.path, Some(WATCHDOG_USEC));
     wait_image(&mut daemon, &f.client, &f.ns, "web", "1").await;
     let wait_from = Instant::now();
-    let r = wait_record(&mut daemon, &f.repo, &c1, &f.env.name, Duration::from_secs(90)).await;
+    let r = wait_record(
+        &mut daemon,
+        &f.repo,
+        &c1,
+        &f.env.name,
+        Duration::from_secs(90),
+    )
+    .await;
     let wait_to = Instant::now();
     assert_eq!(r.outcome, Outcome::Unhealthy, "{r:#?}");
     let waited = rfc3339(&r.finished)
