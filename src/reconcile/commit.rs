@@ -82,7 +82,7 @@ impl EnvWorker {
         record.messages = t.messages.clone();
         record.applied = Some(head.to_string());
         let verdict = if t.errors.is_empty() {
-            self.wait_health(&p, &t, true, cancel).await?
+            self.wait_health(&p, &t, Some(mirror), cancel).await?
         } else {
             Verdict::Unhealthy(t.errors.clone())
         };

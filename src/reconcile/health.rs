@@ -2,6 +2,7 @@
 //! healthy, one has failed, the deadline passes, a newer commit arrives, or shutdown; then
 //! buckets and the optional HTTP checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -9,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply::Transition;
 use super::prepare::Prepared;
-use super::{EnvWorker, ReconcileError, http_check};
-use crate::git::Oid;
+use super::{EnvWorker, ReconcileError, http_check, source};
+use crate::git::{Mirror, Oid};
 use crate::k8s::live;
 use crate::manifest::ObjectKey;
 use crate::status::ObjectError;
@@ -40,14 +41,23 @@ fn errors(items: Vec<(ObjectKey, String)>) -> Vec<ObjectError> {
         .collect()
 }
 
-/// Resolves when `heads` shows a head other than `commit`.
-async fn newer_head(heads: Option<watch::Receiver<Option<Oid>>>, commit: Oid) -> Oid {
-    let Some(mut heads) = heads else {
+/// Resolves when `heads` shows a head other than `commit` that changes one of `dirs` (what
+/// makes the environment's desired state). A head that changes none of them, e.g. another
+/// environment's folder, renders the same: superseding would only restart this wait, and with
+/// it the deadline, so an environment that never gets healthy would never be rolled back.
+async fn newer_head(
+    follow: Option<(watch::Receiver<Option<Oid>>, Arc<Mirror>)>,
+    commit: Oid,
+    dirs: Vec<String>,
+) -> Oid {
+    let Some((mut heads, mirror)) = follow else {
         return std::future::pending().await;
     };
     loop {
-        if let Some(head) = *heads.borrow_and_update()
+        let head = *heads.borrow_and_update();
+        if let Some(head) = head
             && head != commit
+            && changes_any(&mirror, commit, head, &dirs).await
         {
             return head;
         }
@@ -57,20 +67,41 @@ async fn newer_head(heads: Option<watch::Receiver<Option<Oid>>>, commit: Oid) ->
     }
 }
 
+/// Whether anything under one of `dirs` differs between `from` and `to`; an unreadable diff
+/// counts as a change (superseding only re-plans).
+async fn changes_any(mirror: &Arc<Mirror>, from: Oid, to: Oid, dirs: &[String]) -> bool {
+    for dir in dirs {
+        if source::folder_changed(mirror, Some(from), to, dir)
+            .await
+            .unwrap_or(true)
+        {
+            return true;
+        }
+    }
+    false
+}
+
 impl EnvWorker {
     /// Waits for `p`'s objects (at least the generations `t` applied), then its buckets and
-    /// HTTP checks. `supersede`: a newer head ends the wait.
+    /// HTTP checks. `supersede`: a newer head that changes what `p` was rendered from ends the
+    /// wait (compared in this mirror).
     pub(super) async fn wait_health(
         &self,
         p: &Prepared,
         t: &Transition,
-        supersede: bool,
+        supersede: Option<&Arc<Mirror>>,
         cancel: &CancellationToken,
     ) -> Result<Verdict, ReconcileError> {
         let timeout = self.cfg.health.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let heads = if supersede { self.heads.clone() } else { None };
-        let newer = newer_head(heads, p.commit);
+        let follow = supersede.and_then(|m| Some((self.heads.clone()?, Arc::clone(m))));
+        let mut dirs = vec![self.cfg.path.clone()];
+        dirs.extend(
+            p.buckets
+                .values()
+                .filter_map(|b| b.objects.as_ref().map(|o| o.source.clone())),
+        );
+        let newer = newer_head(follow, p.commit, dirs);
         tokio::pin!(newer);
         if let Some(cache) = &self.live {
             let keys: Vec<(ObjectKey, live::Awaited)> = p

@@ -30,7 +30,7 @@ impl EnvWorker {
         if !t.errors.is_empty() {
             return Ok(Verdict::Unhealthy(t.errors));
         }
-        self.wait_health(p, &t, false, cancel).await
+        self.wait_health(p, &t, None, cancel).await
     }
 
     /// Rolls the environment back from `bad` (C) to the last healthy commit and records both.
