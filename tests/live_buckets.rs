@@ -116,8 +116,8 @@ async fn prune_false_keeps_a_bucket_that_left_the_repository() {
         "the bucket is kept"
     );
     assert_eq!(
-        r.buckets.map(|b| b.deleted).unwrap_or(0),
-        0,
+        r.buckets.as_ref().map(|b| b.deleted),
+        Some(0),
         "{:?}",
         r.buckets
     );
