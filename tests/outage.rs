@@ -15,11 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gitopsd::status::{Outcome, Record};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
-use kube::api::ListParams;
-use serde_json::Value;
-use support::gitopsd::{Daemon, Fixture, configmap, json_lines};
+use support::gitopsd::{Daemon, Fixture, configmap, json_lines, owned_configmaps};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -42,6 +38,9 @@ struct Stopped {
     cwd: PathBuf,
     /// Succeeds once the server serves again.
     ready: Vec<String>,
+    /// When SIGTERM was sent: the server stops listening at once, while its exit can wait for
+    /// in-flight requests.
+    signalled: Instant,
     running: bool,
 }
 
@@ -82,8 +81,9 @@ fn setsid() -> PathBuf {
 }
 
 impl Stopped {
-    /// Reads how server `name` runs, stops it with SIGTERM and waits until it has exited.
-    fn stop(tb: &support::Testbed, name: &str, ready: Vec<String>) -> Stopped {
+    /// Reads how server `name` runs, stops it with SIGTERM and waits until it has exited
+    /// (SIGKILL after `grace`).
+    fn stop(tb: &support::Testbed, name: &str, ready: Vec<String>, grace: Duration) -> Stopped {
         let run = tb.root().join("run");
         let pid_file = run.join(format!("{name}.pid"));
         let exe_file = run.join(format!("{name}.exe"));
@@ -100,7 +100,7 @@ impl Stopped {
             Some(&exe),
             "{name} (pid {pid}) is not running: the testbed is not up"
         );
-        let stopped = Stopped {
+        let mut stopped = Stopped {
             name: name.to_string(),
             pid_file,
             log: tb.root().join("logs").join(format!("{name}.log")),
@@ -119,21 +119,27 @@ impl Stopped {
                 .collect(),
             cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).expect("the server's cwd"),
             ready,
+            signalled: Instant::now(),
             running: false,
         };
         assert!(!stopped.argv.is_empty(), "{name}: empty command line");
+        stopped.signalled = Instant::now();
         signal(pid, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = stopped.signalled + grace;
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         if alive(pid) {
+            eprintln!("[outage] {name} still running {grace:?} after SIGTERM: SIGKILL");
             signal(pid, "KILL");
             support::gitopsd::wait_for(&format!("{name} to exit"), Duration::from_secs(10), || {
                 !alive(pid)
             });
         }
-        eprintln!("[outage] {name} (pid {pid}) stopped");
+        eprintln!(
+            "[outage] {name} (pid {pid}) stopped, {:?} after SIGTERM",
+            stopped.signalled.elapsed()
+        );
         stopped
     }
 
@@ -178,7 +184,11 @@ impl Stopped {
                 return Ok(());
             }
             if !alive(pid) {
-                return Err(format!("{} exited at start: see {}", self.name, self.log.display()));
+                return Err(format!(
+                    "{} exited at start: see {}",
+                    self.name,
+                    self.log.display()
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(format!("{} not ready after 120 s", self.name));
@@ -188,9 +198,7 @@ impl Stopped {
     }
 
     fn restart(mut self) {
-        if let Err(e) = self.start() {
-            panic!("{e}");
-        }
+        self.start().unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -204,38 +212,38 @@ impl Drop for Stopped {
     }
 }
 
+/// `curl` that fails unless `url` answers 2xx, within 2 s.
+fn curl(args: &[String], url: String) -> Vec<String> {
+    let mut cmd: Vec<String> = ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2"]
+        .map(String::from)
+        .to_vec();
+    cmd.extend_from_slice(args);
+    cmd.push(url);
+    cmd
+}
+
+/// The apiserver's `/readyz`, with the testbed's admin certificate (as tests/testbed/up checks).
 fn apiserver_ready(tb: &support::Testbed) -> Vec<String> {
     let pki = tb.root().join("pki");
-    let file = |f: &str| pki.join(f).display().to_string();
-    [
-        "curl",
-        "-fsS",
-        "--max-time",
-        "2",
-        "--cacert",
-        &file("ca.crt"),
-        "--cert",
-        &file("admin.crt"),
-        "--key",
-        &file("admin.key"),
-        &format!("{}/readyz", tb.env("GITOPSD_TEST_KUBE_SERVER")),
+    let certs = [
+        ("--cacert", "ca.crt"),
+        ("--cert", "admin.crt"),
+        ("--key", "admin.key"),
     ]
-    .map(String::from)
-    .to_vec()
+    .iter()
+    .flat_map(|(flag, f)| [flag.to_string(), pki.join(f).display().to_string()])
+    .collect::<Vec<_>>();
+    curl(
+        &certs,
+        format!("{}/readyz", tb.env("GITOPSD_TEST_KUBE_SERVER")),
+    )
 }
 
 fn versitygw_ready(tb: &support::Testbed) -> Vec<String> {
-    [
-        "curl",
-        "-fsS",
-        "--max-time",
-        "2",
-        "-o",
-        "/dev/null",
-        &format!("{}/health", tb.env("GITOPSD_TEST_S3_ENDPOINT_2")),
-    ]
-    .map(String::from)
-    .to_vec()
+    curl(
+        &[],
+        format!("{}/health", tb.env("GITOPSD_TEST_S3_ENDPOINT_2")),
+    )
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -302,14 +310,9 @@ async fn wait_healthy(f: &Fixture, daemon: &Daemon, commit: &str, timeout: Durat
     }
 }
 
-/// The daemon's JSON log events.
-fn events(daemon: &Daemon) -> Vec<Value> {
-    json_lines(&daemon.log_text())
-}
-
 /// How many passes started on `commit`, and how many failed passes were logged as transient.
 fn passes_and_retries(daemon: &Daemon, commit: &str) -> (usize, usize) {
-    let events = events(daemon);
+    let events = json_lines(&daemon.log_text());
     let passes = events
         .iter()
         .filter(|e| e["message"] == "reconciling" && e["commit"] == commit)
@@ -322,13 +325,25 @@ fn passes_and_retries(daemon: &Daemon, commit: &str) -> (usize, usize) {
     (passes, retries)
 }
 
+/// Waits until the first of the environment's ConfigMaps exists; how many exist then.
+async fn wait_apply_started(f: &Fixture, daemon: &Daemon) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = owned_count(f).await;
+        if n > 0 {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the apply never started; daemon log:\n{}",
+            daemon.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn owned_count(f: &Fixture) -> usize {
-    let lp = ListParams::default().labels(&format!("gitopsd.dev/environment={}", f.env.name));
-    Api::<ConfigMap>::namespaced(f.client.clone(), &f.ns)
-        .list_metadata(&lp)
-        .await
-        .map(|l| l.items.len())
-        .expect("list ConfigMaps")
+    owned_configmaps(&f.client, &f.ns, &f.env.name).await.len()
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -349,7 +364,10 @@ async fn kube_apiserver_down_mid_apply_retries_the_same_commit_until_it_converge
     for i in 0..CONFIGMAPS {
         f.repo.write(
             &format!("{}/cm-{i:03}.yaml", f.env.path),
-            &configmap(&format!("cm-{i:03}"), &[("n", &i.to_string()), ("filler", &filler)]),
+            &configmap(
+                &format!("cm-{i:03}"),
+                &[("n", &i.to_string()), ("filler", &filler)],
+            ),
         );
     }
     let c1 = f.repo.commit_push("300 ConfigMaps");
@@ -357,27 +375,19 @@ async fn kube_apiserver_down_mid_apply_retries_the_same_commit_until_it_converge
     let addr = endpoint_address(&daemon);
 
     // Stop the apiserver once the apply has begun and before it has finished.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let seen = loop {
-        let n = owned_count(&f).await;
-        if n > 0 {
-            break n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the apply never started; daemon log:\n{}",
-            daemon.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let down = Stopped::stop(tb, "kube-apiserver", apiserver_ready(tb));
-    assert!(seen < CONFIGMAPS, "the apply had finished: {seen} ConfigMaps");
-    let stopped = Instant::now();
-    while stopped.elapsed() < APISERVER_OUTAGE {
+    let seen = wait_apply_started(&f, &daemon).await;
+    let down = Stopped::stop(tb, "kube-apiserver", apiserver_ready(tb), APISERVER_OUTAGE);
+    eprintln!("[outage] {seen} of {CONFIGMAPS} ConfigMaps applied when the apiserver was stopped");
+    assert!(
+        seen < CONFIGMAPS,
+        "the apply had finished: {seen} ConfigMaps"
+    );
+    while down.signalled.elapsed() < APISERVER_OUTAGE {
         assert_not_condemned(f.repo.record(&c1, &f.env.name).as_ref(), &c1);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (passes_during, retries_during) = passes_and_retries(&daemon, &c1);
+    let down_at = down.signalled;
     down.restart();
     assert!(
         passes_during >= 2 && retries_during >= 1,
@@ -386,25 +396,37 @@ async fn kube_apiserver_down_mid_apply_retries_the_same_commit_until_it_converge
     );
 
     let record = wait_healthy(&f, &daemon, &c1, Duration::from_secs(240)).await;
+    eprintln!(
+        "[outage] {c1} healthy {:?} after the apiserver was stopped: {:?}",
+        down_at.elapsed(),
+        record.counts
+    );
     assert_eq!(record.applied.as_deref(), Some(c1.as_str()), "{record:?}");
     let c = &record.counts;
-    assert_eq!(c.created + c.updated + c.unchanged, CONFIGMAPS, "{record:?}");
-    assert_eq!(owned_count(&f).await, CONFIGMAPS);
+    assert_eq!(
+        c.created + c.updated + c.unchanged,
+        CONFIGMAPS,
+        "{record:?}"
+    );
+    assert_converged(&f).await;
+    let retries = transient_retries(&addr, &f.env.name, "kubernetes").await;
+    assert!(retries > 0.0, "no kubernetes retries in /metrics");
+    let text = f.repo.note_text(&c1).unwrap_or_default();
+    assert!(
+        !text.contains("rejected") && !text.contains("pinned"),
+        "{text}"
+    );
+}
+
+/// Every ConfigMap of the commit exists with its data.
+async fn assert_converged(f: &Fixture) {
+    assert_eq!(owned_count(f).await, CONFIGMAPS);
     for i in [0, CONFIGMAPS / 2, CONFIGMAPS - 1] {
         let data = support::gitopsd::configmap_data(&f.client, &f.ns, &format!("cm-{i:03}"))
             .await
             .unwrap_or_else(|| panic!("cm-{i:03} exists"));
         assert_eq!(data["n"], i.to_string());
     }
-    let retries = transient_retries(&addr, &f.env.name, "kubernetes").await;
-    assert!(retries > 0.0, "no kubernetes retries in /metrics");
-    // No record on the commit was ever condemned: the note has one record of this environment,
-    // and the log shows no rejection.
-    let text = f.repo.note_text(&c1).unwrap_or_default();
-    assert!(
-        !text.contains("rejected") && !text.contains("pinned"),
-        "{text}"
-    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -459,15 +481,28 @@ async fn s3_server_down_during_a_bucket_change_is_retried_until_it_converges() {
     .await;
     let sdk = tb.s3_client_2().await;
     let bucket = support::unique_name("outage-s3");
-    f.repo
-        .write(&format!("{}/bucket.yaml", f.env.path), &bucket_manifest(&bucket, "web"));
+    f.repo.write(
+        &format!("{}/bucket.yaml", f.env.path),
+        &bucket_manifest(&bucket, "web"),
+    );
     let c1 = f.repo.commit_push("a bucket");
     let daemon = f.gitopsd.spawn_run();
     let addr = endpoint_address(&daemon);
     wait_healthy(&f, &daemon, &c1, Duration::from_secs(120)).await;
-    assert_eq!(raw_tags(&sdk, &bucket).await.get("team").map(String::as_str), Some("web"));
+    assert_eq!(
+        raw_tags(&sdk, &bucket)
+            .await
+            .get("team")
+            .map(String::as_str),
+        Some("web")
+    );
 
-    let down = Stopped::stop(tb, "versitygw", versitygw_ready(tb));
+    let down = Stopped::stop(
+        tb,
+        "versitygw",
+        versitygw_ready(tb),
+        Duration::from_secs(20),
+    );
     f.repo.write(
         &format!("{}/bucket.yaml", f.env.path),
         &bucket_manifest(&bucket, "platform"),
@@ -493,7 +528,11 @@ async fn s3_server_down_during_a_bucket_change_is_retried_until_it_converges() {
     let buckets = record.buckets.clone().unwrap_or_default();
     assert_eq!(buckets.updated, 1, "{record:?}");
     let tags = raw_tags(&sdk, &bucket).await;
-    assert_eq!(tags.get("team").map(String::as_str), Some("platform"), "{tags:?}");
+    assert_eq!(
+        tags.get("team").map(String::as_str),
+        Some("platform"),
+        "{tags:?}"
+    );
     assert!(tags.contains_key("gitopsd.dev/instance"), "{tags:?}");
     assert!(transient_retries(&addr, &f.env.name, "s3").await > 0.0);
     for commit in [&c1, &c2] {
@@ -518,8 +557,10 @@ async fn an_existing_untagged_bucket_is_not_adopted_and_the_commit_is_rejected()
     let sdk = tb.s3_client().await;
     let bucket = support::unique_name("foreign-e2e");
     sdk.create_bucket().bucket(&bucket).send().await.unwrap();
-    f.repo
-        .write(&format!("{}/bucket.yaml", f.env.path), &bucket_manifest(&bucket, "web"));
+    f.repo.write(
+        &format!("{}/bucket.yaml", f.env.path),
+        &bucket_manifest(&bucket, "web"),
+    );
     let c1 = f.repo.commit_push("a bucket that is someone else's");
     let out = f.gitopsd.once(None);
 
@@ -536,7 +577,18 @@ async fn an_existing_untagged_bucket_is_not_adopted_and_the_commit_is_rejected()
     ] {
         assert!(text.contains(&part), "missing {part:?} in {text}");
     }
-    assert!(raw_tags(&sdk, &bucket).await.is_empty(), "the bucket was tagged");
-    let versioning = sdk.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
-    assert!(versioning.status().is_none(), "versioning changed: {versioning:?}");
+    assert!(
+        raw_tags(&sdk, &bucket).await.is_empty(),
+        "the bucket was tagged"
+    );
+    let versioning = sdk
+        .get_bucket_versioning()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        versioning.status().is_none(),
+        "versioning changed: {versioning:?}"
+    );
 }
