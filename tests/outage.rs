@@ -310,15 +310,15 @@ async fn wait_healthy(f: &Fixture, daemon: &Daemon, commit: &str, timeout: Durat
     }
 }
 
-/// How many passes started on `commit`, and how many failed passes were logged as transient.
+/// How many passes started on `commit`, and how many failed passes were logged as transient
+/// since the first of them.
 fn passes_and_retries(daemon: &Daemon, commit: &str) -> (usize, usize) {
     let events = json_lines(&daemon.log_text());
-    let passes = events
-        .iter()
-        .filter(|e| e["message"] == "reconciling" && e["commit"] == commit)
-        .count();
+    let is_pass = |e: &&serde_json::Value| e["message"] == "reconciling" && e["commit"] == commit;
+    let passes = events.iter().filter(is_pass).count();
     let retries = events
         .iter()
+        .skip_while(|e| !is_pass(e))
         .filter(|e| e["message"] == "reconcile failed; retrying the same commit")
         .filter(|e| e["transient"] == true)
         .count();
