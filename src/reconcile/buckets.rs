@@ -50,6 +50,27 @@ impl EnvWorker {
         Ok(())
     }
 
+    /// Stage `validate` for buckets: plans each one (reads only), so a bucket that cannot
+    /// become this spec (another owner's, an impossible change) rejects the commit before
+    /// anything is changed, instead of failing half-applied as unhealthy.
+    pub(super) async fn validate_buckets(
+        &self,
+        p: &Prepared,
+    ) -> Result<Vec<ObjectError>, ReconcileError> {
+        let mut errors = Vec::new();
+        let Some(target) = &self.s3 else {
+            return Ok(errors);
+        };
+        for spec in p.buckets.values() {
+            match s3::plan_bucket(&target.client, spec, &target.owner, None).await {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => errors.push(bucket_error(spec, &e)),
+            }
+        }
+        Ok(errors)
+    }
+
     /// Deletes buckets that left the repository (`prune` and `deletionPolicy` permitting).
     pub(super) async fn delete_buckets(
         &self,

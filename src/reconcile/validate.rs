@@ -31,8 +31,9 @@ fn transient(failures: &[ObjectFailure]) -> Option<ReconcileError> {
 }
 
 impl EnvWorker {
-    /// Dry-runs what `plan` sends for `p`. `previous` is the last applied commit (to undo a
-    /// bootstrap). Transient API failures are errors (the pass is retried), never rejections.
+    /// Plans every bucket (reads only) and dry-runs what `plan` sends for `p`. `previous` is the
+    /// last applied commit (to undo a bootstrap). Transient API failures are errors (the pass is
+    /// retried), never rejections.
     pub(super) async fn validate(
         &self,
         mirror: &Arc<Mirror>,
@@ -40,6 +41,13 @@ impl EnvWorker {
         plan: &LivePlan,
         previous: Option<Oid>,
     ) -> Result<Validated, ReconcileError> {
+        let errors = self.validate_buckets(p).await?;
+        if !errors.is_empty() {
+            return Ok(Validated::Rejected {
+                errors,
+                messages: Vec::new(),
+            });
+        }
         let Some(cluster) = &self.cluster else {
             return Ok(Validated::Valid);
         };
