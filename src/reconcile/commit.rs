@@ -78,7 +78,8 @@ impl EnvWorker {
         let t = self.converge(mirror, &p, &plan, false, &removed).await?;
         let mut record = Record::new(Outcome::Healthy, from, started);
         record.counts = t.counts.clone();
-        record.buckets = (!p.buckets.is_empty()).then(|| t.bucket_counts.clone());
+        record.buckets =
+            (!p.buckets.is_empty() || !removed.is_empty()).then(|| t.bucket_counts.clone());
         record.messages = t.messages.clone();
         record.applied = Some(head.to_string());
         let verdict = if t.errors.is_empty() {
