@@ -122,6 +122,41 @@ pub fn comparable(desired: &Value) -> Value {
     out
 }
 
+/// Whether the live projection shows everything the desired value says: the server may add
+/// defaults inside fields gitopsd owns as a whole (an atomic list's items get `volumeMode`,
+/// `status`, …), which are not a difference; a missing or different desired value is.
+pub fn covers(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        // Go's `omitempty` drops zero values (`globalDefault: false`, `0`, `""`, `[]`, `{}`).
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => covers(lv, dv),
+            None => is_zero(dv),
+        }),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| covers(lv, dv))
+        }
+        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
+        (l, d) => l == d,
+    }
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// Whether a live object already has what `desired` (as sent) says on the fields `manager`
+/// manages (see [`covers`]).
+pub fn in_sync(live: &Value, desired: &Value, manager: &str) -> bool {
+    fields_of(live, manager).is_some_and(|set| covers(&project(live, set), &comparable(desired)))
+}
+
 /// Fingerprint of the fields `manager` manages on a live object; `None` when it manages none.
 pub fn live_fingerprint(obj: &Value, manager: &str) -> Option<u64> {
     fields_of(obj, manager).map(|set| fingerprint(&project(obj, set)))
@@ -250,6 +285,21 @@ mod tests {
         assert_eq!(
             project(&obj, &set),
             json!({"finalizers": ["a", "c"], "args": ["y"]})
+        );
+    }
+
+    #[test]
+    fn server_defaults_inside_owned_fields_are_covered() {
+        let live = json!({"spec": {"templates": [{"kind": "PersistentVolumeClaim", "spec": {"volumeMode": "Filesystem", "size": 1}, "status": {"phase": "Pending"}}]}});
+        let desired = json!({"spec": {"templates": [{"spec": {"size": 1.0}}]}});
+        assert!(covers(&live, &desired));
+        let edited = json!({"spec": {"templates": [{"spec": {"size": 2}}]}});
+        assert!(!covers(&edited, &desired));
+        let shorter = json!({"spec": {"templates": []}});
+        assert!(!covers(&shorter, &desired));
+        assert!(
+            !covers(&json!({"spec": {}}), &desired),
+            "a field taken over by another manager"
         );
     }
 

@@ -62,13 +62,52 @@ impl EnvWorker {
         };
         live.ensure(&p.resources).await?;
         let unknown = p.unresolved_keys(&self.cfg.namespace);
-        Ok(decide::plan_live(
-            &p.wanted,
-            live,
-            &self.synced,
-            prune,
-            &unknown,
-        ))
+        let mut plan = decide::plan_live(&p.wanted, live, &self.synced, prune, &unknown);
+        self.confirm_updates(p, &mut plan).await?;
+        Ok(plan)
+    }
+
+    /// Fingerprints differ where the server added defaults inside fields gitopsd owns as a whole
+    /// (or normalised a value). Such an object is read once, compared field by field, and, if
+    /// it already says what git says, remembered as in sync instead of being sent again.
+    async fn confirm_updates(
+        &mut self,
+        p: &Prepared,
+        plan: &mut LivePlan,
+    ) -> Result<(), ReconcileError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let mut still = Vec::new();
+        for &i in &plan.update {
+            let (Some(m), Some(w)) = (p.manifests.get(i), p.wanted.get(i)) else {
+                continue;
+            };
+            let confirmed = match cluster.get(m).await {
+                Ok(Some(obj)) => {
+                    let target = cluster.target(m).await?;
+                    let live = serde_json::to_value(&obj).unwrap_or_default();
+                    let desired = cluster.desired_object(m, &target);
+                    crate::k8s::managed::in_sync(&live, &desired, crate::k8s::FIELD_MANAGER)
+                        .then(|| {
+                            crate::k8s::managed::live_fingerprint(&live, crate::k8s::FIELD_MANAGER)
+                        })
+                        .flatten()
+                }
+                Ok(None) => None,
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(_) => None,
+            };
+            match confirmed {
+                Some(fp) => {
+                    self.synced.insert(w.key.clone(), (w.fingerprint, fp));
+                    plan.unchanged += 1;
+                }
+                None => still.push(i),
+            }
+        }
+        plan.update = still;
+        Ok(())
     }
 
     /// Applies `plan` for `p` (`force`: take back fields others took over), prunes, syncs
