@@ -42,6 +42,9 @@ impl EnvWorker {
             .await
             .map(|c| c.to_string());
         let previous = existing(mirror, history.last_applied.as_ref()).await;
+        if let Some(record) = self.same_as_pinned(mirror, history, head).await? {
+            return self.finish(mirror, head, record).await;
+        }
         tracing::info!(env = %self.cfg.name, commit = %head, from = from.as_deref().unwrap_or("-"), "reconciling");
         let p = match self.prepare(mirror, head).await {
             Ok(p) => p,
@@ -89,6 +92,54 @@ impl EnvWorker {
         };
         self.conclude(mirror, history, head, record, verdict, cancel)
             .await
+    }
+
+    /// A head that changes nothing of this environment (a push to another environment's folder)
+    /// after a pinned commit would only repeat the pinned commit's failure: it is pinned too,
+    /// with the same outcome, and nothing is applied.
+    async fn same_as_pinned(
+        &mut self,
+        mirror: &Arc<Mirror>,
+        history: &EnvHistory,
+        head: Oid,
+    ) -> Result<Option<Record>, ReconcileError> {
+        let Some((last, record)) = history
+            .records
+            .iter()
+            .max_by(|a, b| a.1.finished.cmp(&b.1.finished))
+        else {
+            return Ok(None);
+        };
+        let (Some(reason), Ok(last_oid)) = (&record.pinned, Oid::from_str(last)) else {
+            return Ok(None);
+        };
+        if git(mirror, move |m| m.commit_info(last_oid)).await.is_err() {
+            return Ok(None);
+        }
+        let mut folders = vec![self.cfg.path.clone()];
+        if let Ok(p) = self.prepare(mirror, head).await {
+            folders.extend(
+                p.buckets
+                    .values()
+                    .filter_map(|b| b.objects.as_ref().map(|o| o.source.clone())),
+            );
+        }
+        for folder in folders {
+            if source::folder_changed(mirror, Some(last_oid), head, &folder).await? {
+                return Ok(None);
+            }
+        }
+        let mut same = record.clone();
+        same.started = status::now_rfc3339();
+        same.finished = status::now_rfc3339();
+        same.rolling_back = false;
+        same.reapplied.clear();
+        same.drift.clear();
+        same.pinned = Some(format!("same files as {last}, which is pinned: {reason}"));
+        same.messages = vec![format!(
+            "not applied: this environment's files are those of {last}"
+        )];
+        Ok(Some(same))
     }
 
     /// Records the verdict of `head`'s health, rolling back when it is unhealthy.

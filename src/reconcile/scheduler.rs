@@ -117,7 +117,7 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
                 if e.is_transient() {
                     shared.metrics.transient_retry(&env, e.stage());
                 }
-                tracing::warn!(env = %env, error = %e, transient = e.is_transient(), retry_in = ?wait, "reconcile failed; retrying the same commit");
+                tracing::warn!(env = %env, commit = %head, error = %e, transient = e.is_transient(), retry_in = ?wait, "reconcile failed; retrying the same commit");
                 retry_at = Some(Instant::now() + wait);
             }
         }
