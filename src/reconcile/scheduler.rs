@@ -128,34 +128,20 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
 /// Runs the daemon until a shutdown signal (or `shutdown` is cancelled).
 pub async fn run(
     config_path: std::path::PathBuf,
-    mut config: HostConfig,
+    config: HostConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ReconcileError> {
     let metrics = Metrics::new();
     let readiness = Readiness::new(config.repository.poll * 4 + Duration::from_secs(60));
     readiness.config_loaded();
     let heartbeat = Heartbeat::new();
-    let setup = |message: String| ReconcileError::Setup {
-        env: "*".into(),
-        message,
-    };
-    let (signal_tx, mut signals) = mpsc::channel(8);
-    service::spawn_signal_handler(signal_tx, shutdown.clone()).map_err(|e| setup(e.to_string()))?;
-    let endpoints_cancel = CancellationToken::new();
-    let (addr, endpoints) = service::serve_endpoints(
-        config.listen,
-        Arc::clone(&metrics),
-        Arc::clone(&readiness),
-        endpoints_cancel.clone(),
-    )
-    .await
-    .map_err(|e| setup(e.to_string()))?;
-    tracing::info!(address = %addr, "endpoints listening");
+    let (mut signals, endpoints_cancel, endpoints) =
+        start_service(&config, &shutdown, &metrics, &readiness).await?;
     // A first clone can take long: ask systemd for time while it runs.
     sd::extend_timeout(Duration::from_secs(300));
     let mirror = open_mirror(&config).await?;
     let (head_tx, heads) = watch::channel(None);
-    let mut shared = Shared {
+    let shared = Shared {
         mirror,
         heads,
         heartbeat: Arc::clone(&heartbeat),
@@ -163,7 +149,7 @@ pub async fn run(
         poll: config.repository.poll,
     };
     let tasks_cancel = shutdown.child_token();
-    let mut tasks = spawn_all(&config, &shared, &tasks_cancel).await?;
+    let tasks = spawn_all(&config, &shared, &tasks_cancel).await?;
     sd::ready();
     sd::status("mirror open; first reconcile starting");
     tracing::info!(environments = tasks.len(), instance = %config.instance(), url = %crate::git::redact_url(&config.repository.url), "gitopsd running");
@@ -173,86 +159,151 @@ pub async fn run(
         Duration::from_secs(120),
         watchdog_cancel.clone(),
     );
-    let (mut previews_cancel, mut previews) = spawn_previews(&config, &shutdown);
     let (trigger_tx, mut triggers) = mpsc::channel::<()>(1);
-    let mut _watcher = crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
-        .ok()
-        .flatten();
-    let mut fetch_failures = 0u32;
-    let mut next_fetch = Instant::now();
+    let mut d = Fetcher {
+        _watcher: crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
+            .ok()
+            .flatten(),
+        previews: spawn_previews(&config, &shutdown),
+        config,
+        config_path,
+        shared,
+        tasks,
+        tasks_cancel,
+        head_tx,
+        trigger_tx,
+        readiness,
+        failures: 0,
+        next_fetch: Instant::now(),
+    };
     loop {
         heartbeat.beat();
-        let mut reload = false;
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(next_fetch) => {}
+            _ = tokio::time::sleep_until(d.next_fetch) => {}
             Some(()) = triggers.recv() => {}
             Some(sig) = signals.recv() => match sig {
                 Signal::Shutdown => { shutdown.cancel(); break; }
-                Signal::Reload => reload = true,
+                Signal::Reload => d.reload(&shutdown).await,
             },
             _ = tokio::time::sleep(BEAT_EVERY) => continue,
         }
-        if reload {
-            sd::reloading();
-            match reload_config(
-                &config_path,
-                &config,
-                &mut shared,
-                &mut tasks,
-                &tasks_cancel,
-            )
-            .await
-            {
-                Ok(Some(new_config)) => {
-                    _watcher = crate::git::watch_local_refs(
-                        &new_config.repository.url,
-                        trigger_tx.clone(),
-                    )
-                    .ok()
-                    .flatten();
-                    config = new_config;
-                    previews_cancel.cancel();
-                    let _ = previews.await;
-                    (previews_cancel, previews) = spawn_previews(&config, &shutdown);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "reloaded config not usable; keeping the previous one")
-                }
-            }
-            sd::ready();
-        }
-        match fetch(&shared.mirror, Some(&metrics)).await {
-            Ok(head) => {
-                readiness.fetch_succeeded();
-                fetch_failures = 0;
-                head_tx.send_if_modified(|h| {
-                    let changed = *h != Some(head);
-                    *h = Some(head);
-                    changed
-                });
-                next_fetch = Instant::now() + config.repository.poll;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "fetch failed; serving the last good state");
-                sd::status("repository unreachable; serving the last good state");
-                next_fetch = Instant::now() + backoff(fetch_failures).min(config.repository.poll);
-                fetch_failures = fetch_failures.saturating_add(1);
-            }
-        }
-        if let Err(e) = git(&shared.mirror, |m| m.push_pending_notes()).await {
-            tracing::warn!(error = %e, "notes not pushed yet; will retry");
-        }
+        d.fetch().await;
     }
     sd::stopping();
-    stop_tasks(tasks, config.shutdown_grace).await;
-    previews_cancel.cancel();
-    let _ = previews.await;
+    stop_tasks(d.tasks, d.config.shutdown_grace).await;
+    d.previews.0.cancel();
+    let _ = d.previews.1.await;
     watchdog_cancel.cancel();
     endpoints_cancel.cancel();
     let _ = endpoints.await;
     Ok(())
+}
+
+/// Signal handling and the metrics/health endpoints.
+async fn start_service(
+    config: &HostConfig,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+) -> Result<(mpsc::Receiver<Signal>, CancellationToken, JoinHandle<()>), ReconcileError> {
+    let setup = |message: String| ReconcileError::Setup {
+        env: "*".into(),
+        message,
+    };
+    let (signal_tx, signals) = mpsc::channel(8);
+    service::spawn_signal_handler(signal_tx, shutdown.clone()).map_err(|e| setup(e.to_string()))?;
+    let endpoints_cancel = CancellationToken::new();
+    let (addr, endpoints) = service::serve_endpoints(
+        config.listen,
+        Arc::clone(metrics),
+        Arc::clone(readiness),
+        endpoints_cancel.clone(),
+    )
+    .await
+    .map_err(|e| setup(e.to_string()))?;
+    tracing::info!(address = %addr, "endpoints listening");
+    Ok((signals, endpoints_cancel, endpoints))
+}
+
+/// The daemon's own loop state: fetches the branch and publishes its head to the environments.
+struct Fetcher {
+    config: HostConfig,
+    config_path: std::path::PathBuf,
+    shared: Shared,
+    tasks: BTreeMap<String, EnvTask>,
+    tasks_cancel: CancellationToken,
+    head_tx: watch::Sender<Option<Oid>>,
+    trigger_tx: mpsc::Sender<()>,
+    /// Kept alive: it triggers a fetch when a local repository's refs change.
+    _watcher: Option<notify::RecommendedWatcher>,
+    previews: (CancellationToken, JoinHandle<()>),
+    readiness: Arc<Readiness>,
+    failures: u32,
+    next_fetch: Instant,
+}
+
+impl Fetcher {
+    /// Fetches, publishes a new head, and pushes notes that are still pending.
+    async fn fetch(&mut self) {
+        let poll = self.config.repository.poll;
+        match fetch(&self.shared.mirror, Some(&self.shared.metrics)).await {
+            Ok(head) => {
+                self.readiness.fetch_succeeded();
+                self.failures = 0;
+                self.head_tx.send_if_modified(|h| {
+                    let changed = *h != Some(head);
+                    *h = Some(head);
+                    changed
+                });
+                self.next_fetch = Instant::now() + poll;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fetch failed; serving the last good state");
+                sd::status("repository unreachable; serving the last good state");
+                self.next_fetch = Instant::now() + backoff(self.failures).min(poll);
+                self.failures = self.failures.saturating_add(1);
+            }
+        }
+        if let Err(e) = git(&self.shared.mirror, |m| m.push_pending_notes()).await {
+            tracing::warn!(error = %e, "notes not pushed yet; will retry");
+        }
+    }
+
+    /// SIGHUP: reloads the config, restarting what changed.
+    async fn reload(&mut self, shutdown: &CancellationToken) {
+        sd::reloading();
+        let reloaded = reload_config(
+            &self.config_path,
+            &self.config,
+            &mut self.shared,
+            &mut self.tasks,
+            &self.tasks_cancel,
+        )
+        .await;
+        match reloaded {
+            Ok(Some(new_config)) => {
+                self._watcher = crate::git::watch_local_refs(
+                    &new_config.repository.url,
+                    self.trigger_tx.clone(),
+                )
+                .ok()
+                .flatten();
+                self.config = new_config;
+                self.previews.0.cancel();
+                let old =
+                    std::mem::replace(&mut self.previews, spawn_previews(&self.config, shutdown));
+                let _ = old.1.await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reloaded config not usable; keeping the previous one")
+            }
+        }
+        sd::ready();
+        // Fetch at once: the new config may point elsewhere.
+        self.next_fetch = Instant::now();
+    }
 }
 
 async fn spawn_all(
