@@ -606,3 +606,48 @@ async fn kill_9_during_rollback_then_restart_completes_it() {
     eprintln!("kill-during-rollback: {converged}/{TRIALS} converged");
     assert_eq!(converged, TRIALS, "{failures:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revert_after_rollback_failed_brings_the_cluster_to_the_revert() {
+    let tb = require_testbed!();
+    let status = Arc::new(AtomicU16::new(200));
+    let url = http_server(Arc::clone(&status)).await;
+    let f = Fixture::with_health_timeout(tb, "rb-failed-revert", |e| {
+        e.health_timeout = Duration::from_secs(8);
+        e.http_checks = vec![url.clone()];
+    })
+    .await;
+    f.write("cm.yaml", &configmap("settings", &[("v", "a")]));
+    f.write("web.yaml", &deployment("web", 1, None, 30, "1"));
+    f.repo.commit_push("A");
+    f.once().await.assert_success("A");
+
+    // C breaks web, and the service stays down through the rollback: rollback-failed.
+    status.store(500, Ordering::SeqCst);
+    f.write("cm.yaml", &configmap("settings", &[("v", "c")]));
+    f.write("web.yaml", &deployment("web", 1, Some("unready"), 3, "2"));
+    let c = f.repo.commit_push("C");
+    f.once().await.assert_failure("C");
+    let rc = f.record(&c);
+    assert_eq!(rc.outcome, Outcome::RollbackFailed, "{rc:#?}");
+
+    // The revert of C is planned against what is live, whatever the failed rollback left.
+    status.store(200, Ordering::SeqCst);
+    f.repo.git(&["revert", "--no-edit", &c]);
+    let r = f.repo.head();
+    f.repo.push();
+    f.once().await.assert_success("the revert");
+    assert_eq!(
+        f.record(&r).outcome,
+        Outcome::Healthy,
+        "{:#?}",
+        f.record(&r)
+    );
+    assert_eq!(
+        configmap_data(&f.client, &f.ns, "settings").await.unwrap()["v"],
+        "a"
+    );
+    let (ready, image, labels) = deployment_state(&f.client, &f.ns, "web").await.unwrap();
+    assert!(ready && image.ends_with(":1"), "{image}");
+    assert!(!labels.contains_key("gitopsd.test/fail"), "{labels:?}");
+}
