@@ -128,34 +128,12 @@ fn wait_running(
 }
 
 /// Async variant of [`wait_running`] for checks against the cluster.
-async fn wait_running_async<F, Fut>(
-    daemon: &mut Daemon,
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) where
+async fn wait_running_async<F, Fut>(daemon: &mut Daemon, what: &str, timeout: Duration, check: F)
+where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
-            panic!(
-                "gitopsd run exited ({status}) while waiting for {what}; log:\n{}",
-                daemon.log_tail()
-            );
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; log:\n{}",
-                daemon.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::gitopsd::wait_daemon(daemon, what, timeout, check).await
 }
 
 /// The address of the endpoints, from the `endpoints listening` log event.

@@ -19,7 +19,7 @@ use gitopsd::status::{Outcome, Record};
 use serde_json::Value;
 use support::gitopsd::{
     Daemon, Env, Fixture, Gitopsd, Transport, WorkRepo, configmap, configmap_data, deployment,
-    deployment_state, json_lines,
+    deployment_state, json_lines, wait_daemon,
 };
 
 /// The repository poll of the harness's host configs (`poll: 1s`).
@@ -30,34 +30,6 @@ const NEVER: u32 = 600;
 
 // ------------------------------------------------------------------------------------------------
 // helpers
-
-/// Polls `check` every 50 ms; panics with the daemon's log when `timeout` passes or the daemon
-/// exits.
-async fn wait_daemon<F, Fut>(daemon: &mut Daemon, what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
-            panic!(
-                "gitopsd run exited ({status}) while waiting for {what}; log:\n{}",
-                daemon.log_tail()
-            );
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; log:\n{}",
-                daemon.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A record of `env` on `commit` that is not an intermediate `rolling_back` one, if any yet.
 fn final_record(repo: &WorkRepo, commit: &str, env: &str) -> Option<Record> {

@@ -9,8 +9,8 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value};
 
-/// The `fieldsV1` set of `manager`'s `Apply` operation on the main resource, if any.
-pub fn fields_of<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
+/// `manager`'s `Apply` entry of `managedFields` for the main resource, if any.
+fn apply_entry<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
     obj.pointer("/metadata/managedFields")?
         .as_array()?
         .iter()
@@ -21,21 +21,17 @@ pub fn fields_of<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
                     .get("subresource")
                     .and_then(Value::as_str)
                     .is_none_or(str::is_empty)
-        })?
-        .get("fieldsV1")
+        })
+}
+
+/// The `fieldsV1` set of `manager`'s `Apply` operation on the main resource, if any.
+pub fn fields_of<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
+    apply_entry(obj, manager)?.get("fieldsV1")
 }
 
 /// When `manager`'s `Apply` operation last changed the object (RFC 3339), if recorded.
 pub fn apply_time<'a>(obj: &'a Value, manager: &str) -> Option<&'a str> {
-    obj.pointer("/metadata/managedFields")?
-        .as_array()?
-        .iter()
-        .find(|entry| {
-            entry.get("manager").and_then(Value::as_str) == Some(manager)
-                && entry.get("operation").and_then(Value::as_str) == Some("Apply")
-        })?
-        .get("time")?
-        .as_str()
+    apply_entry(obj, manager)?.get("time")?.as_str()
 }
 
 /// `obj` restricted to the fields in `set` (a `fieldsV1` tree: `f:` fields, `k:` keyed list

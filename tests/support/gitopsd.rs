@@ -417,6 +417,34 @@ impl Gitopsd {
     }
 }
 
+/// Polls `check` every 50 ms; panics with the daemon's log when `timeout` passes or the daemon
+/// exits.
+pub async fn wait_daemon<F, Fut>(daemon: &mut Daemon, what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+            panic!(
+                "gitopsd run exited ({status}) while waiting for {what}; log:\n{}",
+                daemon.log_tail()
+            );
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                daemon.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A running `gitopsd run`; killed (SIGKILL) when dropped.
 pub struct Daemon {
     pub child: Child,
