@@ -1,19 +1,16 @@
 //! Health of live objects: pure rules over an object's JSON that follow kstatus
 //! (sigs.k8s.io/cli-utils/pkg/kstatus/status, what kubectl, kpt, Flux and cli-utils use), except for
 //! the differences listed in the README's health section; tests/health_kstatus.rs compares both.
-//! Also a wait that checks applied objects until all are healthy, one has failed, or the deadline passes.
+//! Waiting for health is the live cache's job (`k8s::live`, `reconcile::health`).
 //!
 //! A verdict depends on the object alone (no clock), so a watch reaches it from the object's own events.
 
 mod resources;
 mod workloads;
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use super::Cluster;
-use crate::manifest::{Manifest, ObjectKey};
+use crate::manifest::ObjectKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -135,64 +132,6 @@ fn common(kind: &str, obj: &Value) -> Option<Health> {
 pub struct Unhealthy {
     pub key: ObjectKey,
     pub reason: String,
-}
-
-/// Checks `objects` until all are healthy (empty result), one has Failed (returned at once,
-/// without waiting for the deadline), or `timeout` passes (the ones still progressing).
-pub async fn wait_healthy(
-    cluster: &Cluster,
-    objects: &[&Manifest],
-    timeout: Duration,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Vec<Unhealthy> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut pending: Vec<&Manifest> = objects.to_vec();
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let mut still = Vec::new();
-        let mut reasons = Vec::new();
-        let mut failed = Vec::new();
-        for m in &pending {
-            let health = match cluster.get(m).await {
-                Ok(Some(obj)) => match serde_json::to_value(&obj) {
-                    Ok(v) => assess(&m.key.group, &m.key.kind, &v),
-                    Err(e) => Health::Progressing(format!("cannot read status: {e}")),
-                },
-                Ok(None) => Health::Progressing("object does not exist".into()),
-                Err(e) if e.is_transient() => Health::Progressing(e.to_string()),
-                Err(e) => Health::Failed(e.reason()),
-            };
-            match health {
-                Health::Healthy => {}
-                Health::Progressing(reason) => {
-                    still.push(*m);
-                    reasons.push(Unhealthy {
-                        key: m.key.clone(),
-                        reason,
-                    });
-                }
-                Health::Failed(reason) => failed.push(Unhealthy {
-                    key: m.key.clone(),
-                    reason,
-                }),
-            }
-        }
-        if !failed.is_empty() {
-            return failed;
-        }
-        if still.is_empty() {
-            return Vec::new();
-        }
-        if tokio::time::Instant::now() >= deadline || cancel.is_cancelled() {
-            return reasons;
-        }
-        pending = still;
-        tokio::select! {
-            _ = tokio::time::sleep(delay.min(deadline.saturating_duration_since(tokio::time::Instant::now()))) => {}
-            _ = cancel.cancelled() => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,25 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// A manifest standing for a live object found in the cluster: only its identity (deletes,
+/// live reads).
+pub fn live_stand_in(key: &ObjectKey, api_version: &str) -> Manifest {
+    let mut metadata = serde_json::json!({ "name": key.name });
+    if let Some(ns) = &key.namespace {
+        metadata["namespace"] = Value::String(ns.clone());
+    }
+    Manifest {
+        key: key.clone(),
+        api_version: api_version.to_string(),
+        source: Source {
+            path: "(cluster)".into(),
+            line: 0,
+            document: 0,
+        },
+        body: serde_json::json!({ "apiVersion": api_version, "kind": key.kind, "metadata": metadata }),
+    }
+}
+
 /// Where a document came from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Source {

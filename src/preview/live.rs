@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use futures::StreamExt;
 use git2::Oid;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::PreviewError;
 use super::compute::{EnvInput, compare, render_error};
@@ -19,7 +19,7 @@ use super::report::{EnvReport, ObjectChange, Report, ValidationError};
 use crate::config::EnvironmentConfig;
 use crate::git::FileKind;
 use crate::k8s::{Cluster, KubeError};
-use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Manifest, ObjectKey, Source};
+use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Manifest, ObjectKey};
 
 /// The head rendered for each environment (git work done before any network call).
 pub struct Prepared {
@@ -277,7 +277,7 @@ async fn live_env(
             if present.contains(&owned.key) || state.objects.contains_key(&owned.key) {
                 continue;
             }
-            let m = inventory_manifest(&owned.key, &owned.api_version);
+            let m = crate::manifest::live_stand_in(&owned.key, &owned.api_version);
             let sensitive = is_sensitive(&owned.key, &env.input.sensitive);
             match cluster.get(&m).await {
                 Ok(Some(live)) => {
@@ -312,21 +312,4 @@ async fn live_env(
     );
     report.summary.unchanged = unchanged + buckets_unchanged;
     Ok(report)
-}
-
-fn inventory_manifest(key: &ObjectKey, api_version: &str) -> Manifest {
-    let mut metadata = json!({ "name": key.name });
-    if let Some(ns) = &key.namespace {
-        metadata["namespace"] = Value::String(ns.clone());
-    }
-    Manifest {
-        key: key.clone(),
-        api_version: api_version.to_string(),
-        source: Source {
-            path: "(cluster)".into(),
-            line: 0,
-            document: 0,
-        },
-        body: json!({ "apiVersion": api_version, "kind": key.kind, "metadata": metadata }),
-    }
 }

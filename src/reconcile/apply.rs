@@ -11,7 +11,7 @@ use super::{EnvWorker, ReconcileError};
 use crate::git::Mirror;
 use crate::k8s::apply as kapply;
 use crate::k8s::live::LiveCache;
-use crate::manifest::{Manifest, ObjectKey, Source};
+use crate::manifest::{Manifest, ObjectKey};
 use crate::status::{Counts, ObjectError};
 
 impl LiveView for LiveCache {
@@ -34,20 +34,6 @@ pub(super) struct Transition {
     pub messages: Vec<String>,
     /// Live keys applied, with what their health wait must see.
     pub applied: HashMap<ObjectKey, crate::k8s::live::Awaited>,
-}
-
-/// A manifest standing for a live object (only its identity matters: deletes).
-pub(super) fn inventory_manifest(key: ObjectKey, api_version: String) -> Manifest {
-    Manifest {
-        source: Source {
-            path: "(cluster)".into(),
-            line: 0,
-            document: 0,
-        },
-        body: serde_json::json!({"apiVersion": api_version, "kind": key.kind, "metadata": {"name": key.name}}),
-        key,
-        api_version,
-    }
 }
 
 impl EnvWorker {
@@ -213,7 +199,7 @@ impl EnvWorker {
         let manifests: Vec<Manifest> = plan
             .delete
             .iter()
-            .map(|(k, v)| inventory_manifest(k.clone(), v.clone()))
+            .map(|(k, v)| crate::manifest::live_stand_in(k, v))
             .collect();
         let refs: Vec<&Manifest> = manifests.iter().collect();
         let d = kapply::delete_all(cluster, &refs, self.cfg.apply_concurrency).await;
