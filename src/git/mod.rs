@@ -248,6 +248,11 @@ impl Mirror {
         };
         match mirror.open_checked() {
             Ok(repo) => mirror.configure(&repo)?,
+            // A first start: nothing is wrong, there is just no mirror yet.
+            Err(_) if !mirror.dir.exists() => {
+                tracing::info!(path = %mirror.dir.display(), "creating the mirror");
+                mirror.recreate()?;
+            }
             Err(e) => {
                 tracing::warn!(path = %mirror.dir.display(), error = %e, "mirror unusable, re-creating it");
                 mirror.recreate()?;
