@@ -12,6 +12,7 @@ use super::record::failure_errors;
 use super::source;
 use super::{EnvWorker, ReconcileError};
 use crate::git::{Mirror, Oid};
+use crate::k8s::KubeError;
 use crate::k8s::apply::{self as kapply, ObjectFailure};
 use crate::manifest::Manifest;
 use crate::status::ObjectError;
@@ -25,6 +26,9 @@ pub(super) enum Validated {
         messages: Vec<String>,
     },
 }
+
+/// How long a 403 waits before it is asked again (see [`EnvWorker::validate`]).
+const FORBIDDEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn transient(failures: &[ObjectFailure]) -> Option<ReconcileError> {
     kapply::first_transient(failures).map(|f| ReconcileError::Kube(clone_error(&f.error)))
@@ -67,6 +71,7 @@ impl EnvWorker {
         if let Some(e) = transient(&v.failures) {
             return Err(e);
         }
+        self.recheck_forbidden(&changed, &mut v.failures).await?;
         // A create of something that exists but is not ours: never taken over silently.
         let creates: Vec<&Manifest> = plan
             .create
@@ -91,6 +96,36 @@ impl EnvWorker {
         let deferred: Vec<&Manifest> = v.deferred.clone();
         self.bootstrap(mirror, p, plan, &changed, &deferred, previous)
             .await
+    }
+
+    /// A restarted apiserver answers 403 for a moment, until its authorizer has loaded the RBAC
+    /// rules: a refusal is only believed when it is still there a little later.
+    async fn recheck_forbidden(
+        &self,
+        changed: &[&Manifest],
+        failures: &mut Vec<ObjectFailure>,
+    ) -> Result<(), ReconcileError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let forbidden = |f: &ObjectFailure| matches!(f.error, KubeError::Api { code: 403, .. });
+        if !failures.iter().any(forbidden) {
+            return Ok(());
+        }
+        tokio::time::sleep(FORBIDDEN_RECHECK).await;
+        let refused: Vec<&Manifest> = changed
+            .iter()
+            .copied()
+            .filter(|m| failures.iter().any(|f| f.key == m.key && forbidden(f)))
+            .collect();
+        let again = kapply::dry_run_all(cluster, &refused, self.cfg.apply_concurrency).await;
+        if let Some(e) = transient(&again) {
+            return Err(e);
+        }
+        failures.retain(|f| !forbidden(f));
+        failures.extend(again);
+        failures.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(())
     }
 
     /// Applies this commit's Namespaces, CRDs and Roles, then dry-runs the deferred objects.
