@@ -545,39 +545,42 @@ impl Cluster {
                     continue;
                 }
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-                let list = match api
-                    .list_metadata(&ListParams::default().labels(selector))
-                    .await
-                {
-                    Ok(list) => list,
-                    // Not allowed to list a kind means we never applied it with these credentials.
-                    Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => {
-                        continue;
-                    }
-                    Err(e) => return Err(KubeError::from_kube(&resource.kind, "list", e)),
-                };
-                for item in list.items {
-                    let Some(name) = item.metadata.name.clone() else {
-                        continue;
+                // In pages: a whole list of 10,000 objects' metadata (managedFields included)
+                // was 50 MB of heap at once.
+                let mut params = ListParams::default().labels(selector).limit(500);
+                loop {
+                    let list = match api.list_metadata(&params).await {
+                        Ok(list) => list,
+                        // Not allowed to list a kind: we never applied it with these credentials.
+                        Err(kube::Error::Api(s)) if [403, 404, 405].contains(&s.code) => break,
+                        Err(e) => return Err(KubeError::from_kube(&resource.kind, "list", e)),
                     };
-                    let dependent = item
-                        .metadata
-                        .owner_references
-                        .as_ref()
-                        .is_some_and(|r| !r.is_empty());
-                    if dependent && !with_dependents {
-                        continue;
+                    for item in list.items {
+                        let dependent = item
+                            .metadata
+                            .owner_references
+                            .as_ref()
+                            .is_some_and(|r| !r.is_empty());
+                        let Some(name) =
+                            item.metadata.name.filter(|_| with_dependents || !dependent)
+                        else {
+                            continue;
+                        };
+                        out.push(OwnedObject {
+                            key: ObjectKey {
+                                group: resource.group.clone(),
+                                kind: resource.kind.clone(),
+                                namespace: item.metadata.namespace,
+                                name,
+                            },
+                            api_version: resource.api_version.clone(),
+                            resource: resource.clone(),
+                        });
                     }
-                    out.push(OwnedObject {
-                        key: ObjectKey {
-                            group: resource.group.clone(),
-                            kind: resource.kind.clone(),
-                            namespace: item.metadata.namespace.clone(),
-                            name,
-                        },
-                        api_version: resource.api_version.clone(),
-                        resource: resource.clone(),
-                    });
+                    match list.metadata.continue_ {
+                        Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                        _ => break,
+                    }
                 }
             }
         }
