@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::prepare::PrepareFailure;
+use super::source::git;
 use super::{EnvWorker, ReconcileError, Step};
 use crate::config::DriftPolicy;
 use crate::git::{Mirror, Oid};
@@ -22,6 +23,10 @@ impl EnvWorker {
             commit: commit.to_string(),
         };
         if self.cfg.drift == DriftPolicy::Off {
+            return Ok(converged);
+        }
+        // A force-push may have dropped the applied commit: nothing to hold the cluster to.
+        if git(mirror, move |m| m.commit_info(commit)).await.is_err() {
             return Ok(converged);
         }
         let p = match self.prepare(mirror, commit).await {
