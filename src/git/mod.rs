@@ -524,5 +524,3 @@ impl Mirror {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_notes;

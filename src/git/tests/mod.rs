@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use super::*;
 
-fn git(dir: &Path, args: &[&str]) -> String {
+mod notes;
+
+/// Runs the git CLI in `dir`, isolated from the user's config; panics on failure (test code).
+pub(super) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
