@@ -13,7 +13,6 @@ use super::git;
 use crate::git::*;
 use crate::status::{self, Note, Outcome, Record};
 
-
 /// A bare "remote" with commits `a` and `b` on main.
 struct Remote {
     _tmp: tempfile::TempDir,
