@@ -9,15 +9,15 @@
 
 mod support;
 
+use support::notify::NotifySocket;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gitopsd::status::{Note, Outcome, Record};
@@ -170,88 +170,6 @@ fn vm_rss_kib(pid: u32) -> u64 {
 
 // ------------------------------------------------------------------------------------------------
 // the notify socket
-
-/// A datagram socket standing in for systemd's notify socket. A thread collects every datagram
-/// (with its arrival time) until dropped.
-struct NotifySocket {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    received: Arc<Mutex<Vec<(Instant, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl NotifySocket {
-    fn bind() -> NotifySocket {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("notify.sock");
-        let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let received = Arc::clone(&received);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = sock.recv(&mut buf) {
-                        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        received.lock().unwrap().push((Instant::now(), msg));
-                    }
-                }
-            })
-        };
-        NotifySocket {
-            _dir: dir,
-            path,
-            received,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Every datagram so far, in arrival order.
-    fn datagrams(&self) -> Vec<(Instant, String)> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Every `KEY=VALUE` line so far (a datagram may carry several), in order.
-    fn lines(&self) -> Vec<String> {
-        self.datagrams()
-            .iter()
-            .flat_map(|(_, d)| d.lines().map(str::to_string).collect::<Vec<_>>())
-            .collect()
-    }
-
-    /// Index of the first line at or after `from` matching `pred`.
-    fn position(&self, from: usize, pred: impl Fn(&str) -> bool) -> Option<usize> {
-        self.lines()
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, l)| pred(l))
-            .map(|(i, _)| i)
-    }
-
-    /// Arrival time of the first datagram containing the line `line`.
-    fn arrival(&self, line: &str) -> Option<Instant> {
-        self.datagrams()
-            .iter()
-            .find(|(_, d)| d.lines().any(|l| l == line))
-            .map(|(t, _)| *t)
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------------
 // HTTP and OpenMetrics

@@ -9,10 +9,10 @@
 
 mod support;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use support::notify::NotifySocket;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gitopsd::status::{Outcome, Record};
@@ -93,79 +93,6 @@ fn rfc3339(s: &str) -> std::time::SystemTime {
 
 // ------------------------------------------------------------------------------------------------
 // the notify socket
-
-/// A datagram socket standing in for systemd's notify socket; a thread collects every datagram
-/// with its arrival time until dropped.
-struct NotifySocket {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    received: Arc<Mutex<Vec<(Instant, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NotifySocket {
-    fn bind() -> NotifySocket {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("notify.sock");
-        let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (Arc::clone(&received), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok(n) = sock.recv(&mut buf) {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    r.lock().unwrap().push((Instant::now(), msg));
-                }
-            }
-        });
-        NotifySocket {
-            _dir: dir,
-            path,
-            received,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Every `KEY=VALUE` line so far with its datagram's arrival, in order.
-    fn lines(&self) -> Vec<(Instant, String)> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|(t, d)| d.lines().map(|l| (*t, l.to_string())).collect::<Vec<_>>())
-            .collect()
-    }
-
-    /// Whether a READY=1 followed a RELOADING=1 at or after line `from`: a reload is complete.
-    fn reload_done(&self, from: usize) -> bool {
-        let lines = self.lines();
-        let Some(reloading) = lines
-            .iter()
-            .skip(from)
-            .position(|(_, l)| l == "RELOADING=1")
-        else {
-            return false;
-        };
-        lines[from + reloading..]
-            .iter()
-            .any(|(_, l)| l == "READY=1")
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// `gitopsd run` with `NOTIFY_SOCKET`, and `WATCHDOG_USEC` when given (no `WATCHDOG_PID`: the
 /// watchdog is the daemon's own). Nothing of the test's own systemd environment leaks in.
@@ -507,7 +434,7 @@ async fn the_watchdog_is_fed_during_a_long_health_wait() {
     );
 
     let pings: Vec<Instant> = notify
-        .lines()
+        .timed_lines()
         .into_iter()
         .filter(|(t, l)| l == "WATCHDOG=1" && *t >= wait_from && *t <= wait_to)
         .map(|(t, _)| t)

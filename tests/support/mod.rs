@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_macros)]
 
 pub mod gitopsd;
+pub mod notify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
