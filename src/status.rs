@@ -128,13 +128,8 @@ pub struct Drift {
 }
 
 impl Record {
-    /// Appends a drift entry, keeping the most recent [`MAX_DRIFT_ENTRIES`].
-    pub fn push_drift(&mut self, objects: &[String], corrected: bool) {
-        self.push_drift_at(&now_rfc3339(), objects, corrected);
-    }
-
-    /// [`Record::push_drift`] with the time given.
-    pub fn push_drift_at(&mut self, at: &str, objects: &[String], corrected: bool) {
+    /// Appends a drift entry found `at`, keeping the most recent [`MAX_DRIFT_ENTRIES`].
+    pub fn push_drift(&mut self, at: &str, objects: &[String], corrected: bool) {
         self.drift.push(Drift {
             at: at.to_string(),
             objects: objects.iter().take(MAX_DRIFT_OBJECTS).cloned().collect(),
@@ -432,6 +427,19 @@ fn format_live(live: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drift_entries_are_bounded() {
+        let mut r = Record::new(Outcome::Healthy, None, "2026-01-01T00:00:00.000Z".into());
+        let many: Vec<String> = (0..30).map(|i| format!("ConfigMap dev/c{i}")).collect();
+        for n in 0..12 {
+            r.push_drift(&format!("2026-01-01T00:00:{n:02}.000Z"), &many, n % 2 == 0);
+        }
+        assert_eq!(r.drift.len(), MAX_DRIFT_ENTRIES);
+        assert_eq!(r.drift[0].at, "2026-01-01T00:00:02.000Z", "the oldest go first");
+        assert_eq!(r.drift[0].objects.len(), MAX_DRIFT_OBJECTS);
+        assert_eq!(r.drift[0].count, 30);
+    }
 
     fn record(outcome: Outcome, finished: &str) -> Record {
         let mut r = Record::new(outcome, None, "2026-01-01T00:00:00.000Z".into());

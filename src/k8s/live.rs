@@ -310,15 +310,6 @@ impl LiveCache {
             Err(_) => Vec::new(),
         }
     }
-
-    /// Number of cached objects.
-    pub fn len(&self) -> usize {
-        self.state.objects.read().map(|o| o.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn key_of(resource: &ApiResource, obj: &DynamicObject) -> Option<ObjectKey> {

@@ -235,27 +235,6 @@ impl Cluster {
         )
     }
 
-    /// The identity of `m` as the cluster reports it (namespace defaulted or dropped), with the
-    /// API resource it lives in; `None` for kinds the cluster does not serve (yet).
-    pub async fn live_key(
-        &self,
-        m: &Manifest,
-    ) -> Result<Option<(ObjectKey, ApiResource)>, KubeError> {
-        match self.target(m).await {
-            Ok(t) => Ok(Some((
-                ObjectKey {
-                    group: m.key.group.clone(),
-                    kind: m.key.kind.clone(),
-                    namespace: t.namespace,
-                    name: t.name,
-                },
-                t.resource,
-            ))),
-            Err(KubeError::UnknownKind { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Forgets discovered kinds (after CRDs change).
     pub async fn forget_kinds(&self) {
         self.kinds.lock().await.clear();

@@ -118,7 +118,7 @@ impl EnvWorker {
         self.edit(mirror, commit, move |r| {
             // Idempotent: the same entry is never added twice by a retried push.
             if !r.drift.iter().any(|d| d.at == at) {
-                r.push_drift_at(&at, &objects, corrected);
+                r.push_drift(&at, &objects, corrected);
             }
         })
         .await
