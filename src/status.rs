@@ -436,7 +436,10 @@ mod tests {
             r.push_drift(&format!("2026-01-01T00:00:{n:02}.000Z"), &many, n % 2 == 0);
         }
         assert_eq!(r.drift.len(), MAX_DRIFT_ENTRIES);
-        assert_eq!(r.drift[0].at, "2026-01-01T00:00:02.000Z", "the oldest go first");
+        assert_eq!(
+            r.drift[0].at, "2026-01-01T00:00:02.000Z",
+            "the oldest go first"
+        );
         assert_eq!(r.drift[0].objects.len(), MAX_DRIFT_OBJECTS);
         assert_eq!(r.drift[0].count, 30);
     }

@@ -233,6 +233,19 @@ impl EnvWorker {
         if self.s3.is_none() {
             return Ok(Vec::new());
         }
+        // Usually the previous commit was prepared a moment ago: no second render.
+        let cached = match (&self.prepared, &self.earlier_buckets) {
+            (Some(c), _) if c.commit == previous => Some(&c.buckets),
+            (_, Some((commit, buckets))) if *commit == previous => Some(buckets),
+            _ => None,
+        };
+        if let Some(buckets) = cached {
+            return Ok(buckets
+                .iter()
+                .filter(|(k, _)| !p.buckets.contains_key(*k))
+                .map(|(_, spec)| spec.clone())
+                .collect());
+        }
         let before = match source::render_full(mirror, previous, &self.cfg.path).await {
             Ok(state) => state,
             Err(source::RenderFailure::Git(e)) => return Err(e.into()),

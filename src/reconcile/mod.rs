@@ -138,6 +138,12 @@ pub struct EnvWorker {
     inventoried: bool,
     /// The last prepared commit (disposable cache).
     prepared: Option<Arc<prepare::Prepared>>,
+    /// The buckets of the commit prepared before it (a new commit's or a rollback's
+    /// predecessor), to find buckets that left the repository without rendering it again.
+    earlier_buckets: Option<(
+        Oid,
+        std::collections::BTreeMap<ObjectKey, crate::s3::BucketSpec>,
+    )>,
     /// What this process applied and the server answered (see [`decide::Synced`]).
     synced: Synced,
     /// Objects last reported as drifted, so a standing drift is noted once.
@@ -177,6 +183,7 @@ impl EnvWorker {
             live,
             inventoried: false,
             prepared: None,
+            earlier_buckets: None,
             synced: Synced::new(),
             reported_drift: BTreeSet::new(),
             last_bucket_check: None,

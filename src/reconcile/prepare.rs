@@ -81,7 +81,9 @@ impl EnvWorker {
         };
         let buckets = self.parse_buckets(&state)?;
         let prepared = Arc::new(self.resolve(commit, state, buckets).await?);
-        self.prepared = Some(Arc::clone(&prepared));
+        if let Some(old) = self.prepared.replace(Arc::clone(&prepared)) {
+            self.earlier_buckets = Some((old.commit, old.buckets.clone()));
+        }
         Ok(prepared)
     }
 
