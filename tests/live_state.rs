@@ -32,6 +32,16 @@ impl Fixture {
         configmap_data(&self.client, &self.ns, name).await
     }
 
+    /// Waits (60 s at most) until the daemon records `commit` healthy.
+    async fn wait_healthy(&self, commit: &str) {
+        support::wait_until("recorded healthy", Duration::from_secs(60), || async {
+            self.repo
+                .record(commit, &self.env.name)
+                .is_some_and(|r| r.outcome == Outcome::Healthy)
+        })
+        .await;
+    }
+
     fn record(&self, commit: &str) -> Record {
         self.repo.expect_record(commit, &self.env.name)
     }
@@ -90,12 +100,7 @@ async fn a_hand_edit_is_corrected_and_a_deleted_object_recreated() {
     f.write("b.yaml", &configmap("b", &[("k", "v")]));
     let c1 = f.repo.commit_push("two ConfigMaps");
     let daemon = f.gitopsd.spawn_run();
-    support::wait_until("c1 recorded healthy", Duration::from_secs(60), || async {
-        f.repo
-            .record(&c1, &f.env.name)
-            .is_some_and(|r| r.outcome == Outcome::Healthy)
-    })
-    .await;
+    f.wait_healthy(&c1).await;
 
     hand_edit(&f.client, &f.ns, "a", "level", "9").await;
     support::wait_until(
@@ -140,12 +145,7 @@ async fn drift_report_leaves_the_edit_and_notes_it() {
     f.write("a.yaml", &configmap("a", &[("level", "1")]));
     let c1 = f.repo.commit_push("one ConfigMap");
     let daemon = f.gitopsd.spawn_run();
-    support::wait_until("c1 recorded healthy", Duration::from_secs(60), || async {
-        f.repo
-            .record(&c1, &f.env.name)
-            .is_some_and(|r| r.outcome == Outcome::Healthy)
-    })
-    .await;
+    f.wait_healthy(&c1).await;
     hand_edit(&f.client, &f.ns, "a", "level", "9").await;
     support::wait_until("the drift is noted", Duration::from_secs(20), || async {
         f.repo.record(&c1, &f.env.name).is_some_and(|r| {

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -452,22 +451,6 @@ fn bucket_manifest(bucket: &str, team: &str) -> String {
     )
 }
 
-/// The bucket's tags, read with the raw SDK (empty when it has none).
-async fn raw_tags(sdk: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, String> {
-    match sdk.get_bucket_tagging().bucket(bucket).send().await {
-        Ok(out) => out
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect(),
-        Err(e) => {
-            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_string);
-            assert_eq!(code.as_deref(), Some("NoSuchTagSet"), "{e:?}");
-            BTreeMap::new()
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_server_down_during_a_bucket_change_is_retried_until_it_converges() {
     let tb = require_testbed!();
@@ -490,7 +473,7 @@ async fn s3_server_down_during_a_bucket_change_is_retried_until_it_converges() {
     let addr = endpoint_address(&daemon);
     wait_healthy(&f, &daemon, &c1, Duration::from_secs(120)).await;
     assert_eq!(
-        raw_tags(&sdk, &bucket)
+        support::bucket_tags(&sdk, &bucket)
             .await
             .get("team")
             .map(String::as_str),
@@ -527,7 +510,7 @@ async fn s3_server_down_during_a_bucket_change_is_retried_until_it_converges() {
     let record = wait_healthy(&f, &daemon, &c2, Duration::from_secs(120)).await;
     let buckets = record.buckets.clone().unwrap_or_default();
     assert_eq!(buckets.updated, 1, "{record:?}");
-    let tags = raw_tags(&sdk, &bucket).await;
+    let tags = support::bucket_tags(&sdk, &bucket).await;
     assert_eq!(
         tags.get("team").map(String::as_str),
         Some("platform"),
@@ -578,7 +561,7 @@ async fn an_existing_untagged_bucket_is_not_adopted_and_the_commit_is_rejected()
         assert!(text.contains(&part), "missing {part:?} in {text}");
     }
     assert!(
-        raw_tags(&sdk, &bucket).await.is_empty(),
+        support::bucket_tags(&sdk, &bucket).await.is_empty(),
         "the bucket was tagged"
     );
     let versioning = sdk

@@ -52,22 +52,6 @@ async fn converge(c: &aws_sdk_s3::Client, s: &BucketSpec, owner: &Owner) {
     apply_bucket(c, s, owner, &plan, None).await.expect("apply");
 }
 
-/// The bucket's tag set, read with the raw SDK (empty when it has none).
-async fn raw_tags(sdk: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, String> {
-    match sdk.get_bucket_tagging().bucket(bucket).send().await {
-        Ok(out) => out
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect(),
-        Err(e) => {
-            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_string);
-            assert_eq!(code.as_deref(), Some("NoSuchTagSet"), "{e:?}");
-            BTreeMap::new()
-        }
-    }
-}
-
 async fn put_raw_tags(sdk: &aws_sdk_s3::Client, bucket: &str, tags: &BTreeMap<String, String>) {
     let set = tags
         .iter()
@@ -124,7 +108,7 @@ async fn created_buckets_carry_ownership_tags_that_are_never_a_difference() {
     assert!(report.created);
     let mut want = ours().tags();
     want.insert("team".into(), "web".into());
-    assert_eq!(raw_tags(&sdk, &name).await, want);
+    assert_eq!(support::bucket_tags(&sdk, &name).await, want);
 
     log.clear();
     let plan = plan_bucket(&c, &s, &ours(), None).await.unwrap();
@@ -152,12 +136,12 @@ async fn created_buckets_carry_ownership_tags_that_are_never_a_difference() {
         .unwrap();
     let mut want = ours().tags();
     want.insert("team".into(), "platform".into());
-    assert_eq!(raw_tags(&sdk, &name).await, want);
+    assert_eq!(support::bucket_tags(&sdk, &name).await, want);
 
     // An empty tags section clears the spec's tags only.
     let cleared = spec(&name, "  versioning: Enabled\n  tags: {}\n");
     converge(&c, &cleared, &ours()).await;
-    assert_eq!(raw_tags(&sdk, &name).await, ours().tags());
+    assert_eq!(support::bucket_tags(&sdk, &name).await, ours().tags());
     assert!(
         plan_bucket(&c, &cleared, &ours(), None)
             .await
@@ -168,7 +152,7 @@ async fn created_buckets_carry_ownership_tags_that_are_never_a_difference() {
     // A spec without a tags section still marks the bucket it creates.
     let bare = support::unique_name("owned-bare");
     converge(&c, &spec(&bare, ""), &ours()).await;
-    assert_eq!(raw_tags(&sdk, &bare).await, ours().tags());
+    assert_eq!(support::bucket_tags(&sdk, &bare).await, ours().tags());
 }
 
 #[tokio::test]
@@ -207,7 +191,7 @@ async fn an_existing_bucket_without_our_tags_is_not_adopted_or_changed() {
         DeleteOutcome::NotOwned
     );
     assert_eq!(log.writes(), 0, "{:?}", log.entries());
-    assert_eq!(raw_tags(&sdk, &name).await, before_tags);
+    assert_eq!(support::bucket_tags(&sdk, &name).await, before_tags);
     let v = sdk
         .get_bucket_versioning()
         .bucket(&name)
@@ -223,7 +207,7 @@ async fn an_existing_bucket_without_our_tags_is_not_adopted_or_changed() {
         .await
         .unwrap_err();
     assert_not_owned(&err, &bare, &ours());
-    assert!(raw_tags(&sdk, &bare).await.is_empty());
+    assert!(support::bucket_tags(&sdk, &bare).await.is_empty());
 
     // Handing it over as the message says makes it ours.
     let mut handed = before_tags.clone();
@@ -234,7 +218,7 @@ async fn an_existing_bucket_without_our_tags_is_not_adopted_or_changed() {
     apply_bucket(&c, &s, &ours(), &plan, None).await.unwrap();
     let mut want = ours().tags();
     want.insert("team".into(), "web".into());
-    assert_eq!(raw_tags(&sdk, &name).await, want);
+    assert_eq!(support::bucket_tags(&sdk, &name).await, want);
 }
 
 #[tokio::test]
@@ -246,7 +230,7 @@ async fn a_bucket_of_another_instance_or_environment_is_neither_adopted_nor_dele
     let s = spec(&name, "  versioning: Enabled\n  deletionPolicy: Delete\n");
     let other = Owner::new("other-instance", "dev");
     converge(&c, &s, &other).await;
-    let theirs = raw_tags(&sdk, &name).await;
+    let theirs = support::bucket_tags(&sdk, &name).await;
     assert_eq!(theirs, other.tags());
 
     for intruder in [ours(), Owner::new("other-instance", "prod")] {
@@ -276,7 +260,7 @@ async fn a_bucket_of_another_instance_or_environment_is_neither_adopted_nor_dele
         .send()
         .await
         .expect("the other instance's bucket still exists");
-    assert_eq!(raw_tags(&sdk, &name).await, theirs);
+    assert_eq!(support::bucket_tags(&sdk, &name).await, theirs);
 }
 
 #[tokio::test]

@@ -450,3 +450,19 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A bucket's tags, read with the raw SDK (empty when it has none).
+pub async fn bucket_tags(sdk: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, String> {
+    match sdk.get_bucket_tagging().bucket(bucket).send().await {
+        Ok(out) => out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
+        Err(e) => {
+            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_string);
+            assert_eq!(code.as_deref(), Some("NoSuchTagSet"), "{e:?}");
+            BTreeMap::new()
+        }
+    }
+}
