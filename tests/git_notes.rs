@@ -180,15 +180,16 @@ const CHILD_URL: &str = "GITOPSD_TEST_NOTES_CHILD_URL";
 const CHILD_COMMIT: &str = "GITOPSD_TEST_NOTES_CHILD_COMMIT";
 
 /// The second process of `notes_lock_file_serialises_another_process`: one note update on
-/// the mirror directory it is given. Does nothing when run as a normal test.
+/// the mirror directory it is given. Run only by that test (ignored otherwise).
 #[test]
+#[ignore = "the second process of notes_lock_file_serialises_another_process"]
 fn notes_lock_child_process() {
     let (Ok(dir), Ok(url), Ok(commit)) = (
         std::env::var(CHILD_DIR),
         std::env::var(CHILD_URL),
         std::env::var(CHILD_COMMIT),
     ) else {
-        return;
+        panic!("run by notes_lock_file_serialises_another_process, which sets {CHILD_DIR}");
     };
     let tb = require_testbed!();
     let repo = support::TestRepo {
@@ -215,7 +216,12 @@ fn notes_lock_file_serialises_another_process() {
     let lock = std::fs::File::open(m.notes_lock_path()).expect("lock file");
     lock.lock().expect("hold the notes lock");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "notes_lock_child_process", "--nocapture"])
+        .args([
+            "--exact",
+            "notes_lock_child_process",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_DIR, &dir)
         .env(CHILD_URL, &repo.https_url)
         .env(CHILD_COMMIT, head.to_string())
