@@ -50,18 +50,13 @@ impl Cluster {
                     continue;
                 }
                 out.objects += 1;
-                let name = match &item.metadata.namespace {
-                    Some(ns) => format!(
-                        "{} {ns}/{}",
-                        resource.kind,
-                        item.metadata.name.clone().unwrap_or_default()
-                    ),
-                    None => format!(
-                        "{} {}",
-                        resource.kind,
-                        item.metadata.name.clone().unwrap_or_default()
-                    ),
-                };
+                let name = crate::manifest::ObjectKey {
+                    group: resource.group.clone(),
+                    kind: resource.kind.clone(),
+                    namespace: item.metadata.namespace.clone(),
+                    name: item.metadata.name.clone().unwrap_or_default(),
+                }
+                .to_string();
                 let reason = match o.health {
                     Health::Healthy => {
                         out.healthy += 1;
