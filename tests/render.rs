@@ -302,6 +302,18 @@ async fn inputs_change_with_base_but_not_elsewhere() {
     let prod = render(&t1, "overlays/prod", &renderers).await;
     let folders: Vec<&str> = dev.inputs.folders().map(|(f, _)| f).collect();
     assert_eq!(folders, vec!["base", "overlays/dev"]);
+    assert!(dev.warnings.is_empty(), "{:?}", dev.warnings);
+    assert!(
+        prod.warnings
+            .iter()
+            .any(|w| w.contains("'commonLabels' is deprecated")),
+        "{:?}",
+        prod.warnings
+    );
+    assert_eq!(
+        object(&prod, "Deployment", "prod-api").body["metadata"]["labels"]["env"],
+        "prod"
+    );
 
     let t2 = fx
         .write(
@@ -311,7 +323,9 @@ async fn inputs_change_with_base_but_not_elsewhere() {
         .write("overlays/web/web-values.yaml", "image: nginx:1.28\n")
         .commit("elsewhere");
     let before = render::runs();
+    let started = Instant::now();
     assert!(!dev.inputs.changed(t2.as_ref()).unwrap());
+    eprintln!("no-op inputs check overlays/dev: {:?}", started.elapsed());
     assert!(!prod.inputs.changed(t2.as_ref()).unwrap());
     assert_eq!(render::runs(), before, "checking inputs runs nothing");
 

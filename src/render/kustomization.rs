@@ -101,6 +101,7 @@ struct HelmChart {
 #[serde(default, rename_all = "camelCase")]
 struct HelmGlobals {
     chart_home: Option<Item>,
+    config_home: Option<Item>,
 }
 
 /// Default of `helmGlobals.chartHome`.
@@ -204,8 +205,11 @@ impl Refs<'_> {
                 .flatten()
                 .for_each(|g| self.generator(field, g));
         }
-        let chart_home = doc.helm_globals.and_then(|g| g.chart_home);
-        self.helm(doc.helm_charts.unwrap_or_default(), chart_home);
+        let globals = doc.helm_globals.unwrap_or_default();
+        if let Some(config_home) = &globals.config_home {
+            self.config_home(config_home);
+        }
+        self.helm(doc.helm_charts.unwrap_or_default(), globals.chart_home);
         if let Some(old) = doc.helm_chart_inflation_generator {
             self.refuse(
                 old.referenced.line(),
@@ -247,6 +251,22 @@ impl Refs<'_> {
         };
         for chart in charts {
             self.chart(&home, chart);
+        }
+    }
+
+    /// `helmGlobals.configHome` is helm's configuration folder (repositories, credentials):
+    /// only a folder inside the kustomization's, never the host's.
+    fn config_home(&mut self, item: &Item) {
+        if let Some(path) = self.check("helmGlobals.configHome", item)
+            && !paths::within(self.dir, &path)
+        {
+            self.refuse(
+                item.referenced.line(),
+                &format!(
+                    "helmGlobals.configHome: {:?} is outside the kustomization's folder",
+                    item.value
+                ),
+            );
         }
     }
 

@@ -74,6 +74,9 @@ pub struct Rendered {
     pub kustomization: String,
     /// e.g. `kustomize v5.8.3 + helm v4.3.1`.
     pub renderer: String,
+    /// What the renderer printed on stderr while succeeding (deprecation notices, ...),
+    /// scratch paths replaced by repository paths.
+    pub warnings: Vec<String>,
     /// Wall-clock time of the whole render.
     pub elapsed: Duration,
 }
@@ -124,10 +127,14 @@ pub async fn render_kustomize(
         max_stdout: limits.max_output_bytes,
     };
     RUNS.fetch_add(1, Ordering::Relaxed);
-    let stdout = match sandbox::run(job).await {
-        Ok((stdout, _)) => stdout,
+    let (stdout, stderr) = match sandbox::run(job).await {
+        Ok(out) => out,
         Err(e) => return Err(run_failure(e, &closure.top, &scratch)),
     };
+    let warnings = clean_message(&String::from_utf8_lossy(&stderr), &scratch)
+        .lines()
+        .map(str::to_string)
+        .collect();
     let state = finish(stdout, &closure, &dir, scratch, limits.max_objects).await?;
     let elapsed = started.elapsed();
     tracing::debug!(dir = %dir, objects = state.len(), elapsed_ms = elapsed.as_millis() as u64, "rendered with kustomize");
@@ -136,6 +143,7 @@ pub async fn render_kustomize(
         inputs: closure.inputs,
         kustomization: closure.top,
         renderer: renderers.describe(closure.uses_helm),
+        warnings,
         elapsed,
     })
 }

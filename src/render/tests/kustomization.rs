@@ -9,9 +9,8 @@ fn refs(path: &str, text: &str) -> Vec<(String, &'static str, u64, RefKind)> {
         .collect()
 }
 
-#[test]
-fn follows_every_path_field_with_lines() {
-    let text = "\
+/// A kustomization using every field that names a path.
+const FULL: &str = "\
 resources:
 - ../../base
 - extra.yaml
@@ -46,6 +45,10 @@ helmCharts:
   additionalValuesFiles: [more.yaml]
   valuesInline: {a: 1}
 ";
+
+#[test]
+fn follows_every_path_field_with_lines() {
+    let text = FULL;
     let d = "overlays/dev";
     let got = refs(&format!("{d}/kustomization.yaml"), text);
     let want: Vec<(String, &str, u64, RefKind)> = vec![
@@ -196,6 +199,14 @@ fn absolute_and_escaping_paths_are_refused() {
     assert_eq!(errors[1].0, 3);
     assert!(errors[1].1.contains("leaves the repository"));
     assert_eq!(errors[2].0, 5);
+    let errors = refused("helmGlobals:\n  configHome: ../../helm-config\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, 2);
+    assert!(errors[0].1.contains("outside the kustomization's folder"));
+    assert_eq!(
+        refused("helmGlobals:\n  configHome: /root/.config/helm\n")[0].0,
+        2
+    );
     let errors =
         refused("helmChartInflationGenerator:\n- chartName: x\n  chartRepoUrl: https://x\n");
     assert_eq!(errors[0].0, 2);
