@@ -32,7 +32,9 @@ pub fn kustomization_file<'a>(files: &'a [TreeFile], dir: &str) -> Option<&'a Tr
 /// The repository-relative path of the kustomization file of environment folder `dir`, or
 /// `None` when the folder renders as plain YAML.
 pub fn detect(tree: &dyn Tree, dir: &str) -> Result<Option<String>, TreeError> {
-    let dir = paths::resolve("", dir).unwrap_or_default();
+    let Some(dir) = paths::resolve("", dir) else {
+        return Ok(None);
+    };
     let files = tree.list_files(&dir)?;
     Ok(kustomization_file(&files, &dir).map(|f| f.path.clone()))
 }
@@ -81,7 +83,10 @@ impl From<TreeError> for ClosureError {
 
 /// Walks the closure of environment folder `dir` at `tree`'s revision.
 pub(crate) fn collect(tree: &dyn Tree, dir: &str) -> Result<Closure, ClosureError> {
-    let dir = paths::resolve("", dir).unwrap_or_default();
+    let Some(dir) = paths::resolve("", dir) else {
+        let message = "environment folder leaves the repository".to_string();
+        return Err(ClosureError::Invalid(vec![file_error(dir, None, message)]));
+    };
     let mut walk = Walk {
         tree,
         queue: VecDeque::from([(dir, None)]),

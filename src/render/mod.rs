@@ -101,7 +101,14 @@ pub async fn render_kustomize(
     limits: &Limits,
 ) -> Result<Rendered, RenderFailure> {
     let started = Instant::now();
-    let dir = paths::resolve("", dir).unwrap_or_default();
+    let Some(dir) = paths::resolve("", dir) else {
+        return Err(RenderFailure::Invalid(vec![RenderError {
+            path: dir.to_string(),
+            line: None,
+            object: None,
+            message: "environment folder leaves the repository".into(),
+        }]));
+    };
     let scratch = Scratch::new(renderers.scratch_dir.as_deref())?;
     let (closure, scratch) = prepare(tree, dir.clone(), scratch, limits.max_export_bytes).await?;
     let missing = |binary| HostError::MissingBinary {
@@ -129,7 +136,12 @@ pub async fn render_kustomize(
     RUNS.fetch_add(1, Ordering::Relaxed);
     let (stdout, stderr) = match sandbox::run(job).await {
         Ok(out) => out,
-        Err(e) => return Err(run_failure(e, &closure.top, &scratch)),
+        Err(e) => {
+            let failure = run_failure(e, &closure.top, &scratch);
+            // Removing the export is file I/O: not on the async runtime.
+            tokio::task::spawn_blocking(move || drop(scratch));
+            return Err(failure);
+        }
     };
     let warnings = clean_message(&String::from_utf8_lossy(&stderr), &scratch)
         .lines()
