@@ -25,6 +25,7 @@ mod lock;
 pub mod merge;
 mod notes;
 mod salvage;
+mod subtree;
 mod tree;
 mod watch;
 
