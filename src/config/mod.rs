@@ -93,6 +93,23 @@ pub struct HostConfig {
     pub environments: Vec<EnvironmentConfig>,
     #[serde(default)]
     pub previews: Option<PreviewConfig>,
+    /// The binaries that render Kustomize environments (pinned by the operator, not the pushers).
+    #[serde(default)]
+    pub renderers: RenderersConfig,
+}
+
+/// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at
+/// start (a repository that needs a missing one fails with a clear message).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderersConfig {
+    pub kustomize: Option<PathBuf>,
+    pub helm: Option<PathBuf>,
+    /// How long one `kustomize build` may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Where the private render directories are made (the system temporary directory when unset).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +303,11 @@ fn default_http_interval() -> Duration {
 }
 fn default_preview_notes_ref() -> String {
     "refs/notes/gitopsd-preview".to_string()
+}
+
+/// The `PATH` renderer binaries are looked up on when the host config names none.
+pub fn search_path() -> Option<std::ffi::OsString> {
+    std::env::var_os("PATH")
 }
 
 /// The log filter (`GITOPSD_LOG`, then `RUST_LOG`, default `info`).
