@@ -11,6 +11,7 @@ pub mod plan;
 pub mod preview;
 pub mod reconcile;
 pub mod s3;
+pub mod schema;
 pub mod service;
 pub mod status;
 
