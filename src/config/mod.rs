@@ -3,7 +3,7 @@
 //! variables (`${NAME}` references in the config, and the log filter).
 //!
 //! Owns loading (`${NAME}` expansion, YAML with serde enforcing the schema), the semantic checks
-//! ([`checks`], through `crate::schema::Checker`, each problem with its key path and line), and
+//! (`checks`, through `crate::schema::Checker`, each problem with its key path and line), and
 //! reading credential files. May call `crate::schema`, `crate::git` (URL redaction, the auth
 //! type) and `crate::s3` (the settings type it builds); nothing that touches the network.
 

@@ -1,5 +1,6 @@
-//! The S3 client a host config describes: credentials, endpoint, retries, and an optional
-//! request log (tests and benchmarks count calls with it).
+//! The S3 client a host config describes: credentials, endpoint, retries, and an optional request
+//! log (tests and benchmarks count calls with it). May call the AWS SDK and its config loader (the
+//! default credential chain); nothing else of gitopsd.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
 //! Reading the live bucket: HeadBucket, then one Get* call per managed section (run side by side,
 //! each through its section in `s3::sections`), with the ownership tags taken out of the tag set.
+//! May call the S3 SDK (HeadBucket), `s3::sections` (the Get* calls) and `s3::owner`.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! The line of every key path in a YAML text, so problems found after deserializing (in typed
-//! values that forgot their position) can still name a line.
+//! values that forgot their position) can still name a line. May call `serde_saphyr` (its `Spanned`
+//! positions).
 
 use std::collections::BTreeMap;
 use std::fmt;

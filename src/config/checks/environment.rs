@@ -1,5 +1,6 @@
-//! `environments:` checks: each environment's name, folder and namespace, its targets
-//! (Kubernetes, S3) and their credential files, health checks and concurrency.
+//! `environments:` checks: each environment's name, folder and namespace, its targets (Kubernetes,
+//! S3) and their credential files, health checks and concurrency. May call the file system (the
+//! credential and kubeconfig files must be readable).
 
 use std::collections::BTreeSet;
 

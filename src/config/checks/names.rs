@@ -1,5 +1,6 @@
 //! Rules for the names and paths a host config holds: DNS labels, git ref names, repository URL
-//! schemes, and that a file it names can be read.
+//! schemes, and that a file it names can be read. May call the file system (opening a file) and
+//! `crate::schema`.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! `repository:` checks: the URL's scheme and shape, the branch, the poll interval, and the
-//! credential files each scheme needs.
+//! credential files each scheme needs. May call the file system (a local repository must be bare,
+//! credential files readable).
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! [`BucketConfig`]: the values of a bucket's sections, one slot per managed (desired) or read
 //! (live) section. The slots are type-erased so one map holds every section; typed access goes
-//! through [`BucketConfig::get`] and [`BucketConfig::set`] with the section's type.
+//! through [`BucketConfig::get`] and [`BucketConfig::set`] with the section's type. Pure; may call
+//! only the [`Section`] trait of the sections.
 
 use std::any::Any;
 use std::collections::BTreeMap;

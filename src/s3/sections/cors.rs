@@ -1,5 +1,6 @@
 //! `cors`: CORS rules (GetBucketCors / PutBucketCors, DeleteBucketCors). Rule order is kept (it
-//! matters); the lists within a rule are sorted and deduplicated.
+//! matters); the lists within a rule are sorted and deduplicated. May call the S3 SDK (those
+//! calls), `crate::schema` and `sections::sdk`.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types as t;

@@ -1,5 +1,5 @@
 //! `encryption`: default server-side encryption (GetBucketEncryption / PutBucketEncryption,
-//! DeleteBucketEncryption).
+//! DeleteBucketEncryption). May call the S3 SDK (those calls), `crate::schema` and `sections::sdk`.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types as t;

@@ -1,5 +1,7 @@
-//! `policy`: the bucket policy (GetBucketPolicy / PutBucketPolicy, DeleteBucketPolicy), written
-//! as a mapping or a JSON string and compared in a canonical form.
+//! `policy`: the bucket policy (GetBucketPolicy / PutBucketPolicy, DeleteBucketPolicy), written as
+//! a mapping or a JSON string and compared in a canonical form. May call the S3 SDK (those calls),
+//! `crate::schema`, `sections::sdk`, and `sections::public_access_block` (to explain a refused
+//! write).
 
 use aws_sdk_s3::Client;
 use serde_json::{Map, Value};

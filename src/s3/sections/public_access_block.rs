@@ -1,6 +1,6 @@
 //! `publicAccessBlock`: Block Public Access (GetPublicAccessBlock / PutPublicAccessBlock). The one
-//! section that is secure by default: when the spec leaves it out, all four settings are managed
-//! as `true`.
+//! section that is secure by default: when the spec leaves it out, all four settings are managed as
+//! `true`. May call the S3 SDK (those calls), `crate::schema` and `sections::sdk`.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types as t;

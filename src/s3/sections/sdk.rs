@@ -1,5 +1,5 @@
 //! What every section's S3 calls share: classifying a Get* answer ([`Got`]), logging and error
-//! mapping of a Put*/Delete* call.
+//! mapping of a Put*/Delete* call. May call the SDK's error types and `s3::error`.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 

@@ -1,8 +1,9 @@
 //! `tags`: the bucket's tag set (GetBucketTagging / PutBucketTagging, DeleteBucketTagging).
 //!
-//! The ownership tags (`s3::owner`) share the tag set: reads return the whole set (the caller
-//! takes the ownership tags out), writes are given the whole set (the caller adds them), and a
-//! spec may not set keys under the reserved prefix.
+//! The ownership tags (`s3::owner`) share the tag set: reads return the whole set (the caller takes
+//! the ownership tags out), writes are given the whole set (the caller adds them), and a spec may
+//! not set keys under the reserved prefix. May call the S3 SDK (those calls), `crate::schema`,
+//! `sections::sdk` and `s3::owner` (the reserved prefix and the tag limit).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
-//! `versioning: Enabled | Suspended` (GetBucketVersioning / PutBucketVersioning).
+//! `versioning: Enabled | Suspended` (GetBucketVersioning / PutBucketVersioning). May call the S3
+//! SDK (those calls), `crate::schema` and `sections::sdk`.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types as t;

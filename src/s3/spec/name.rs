@@ -1,4 +1,5 @@
-//! The rules for `spec.name` (AWS general-purpose bucket naming) and `spec.region`.
+//! The rules for `spec.name` (AWS general-purpose bucket naming) and `spec.region`. Pure; may call
+//! `crate::schema`.
 
 use serde_json::Value;
 

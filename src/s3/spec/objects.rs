@@ -1,5 +1,5 @@
 //! `spec.objects`: which repository folder is synced to which key prefix, and how (deletes,
-//! headers, size limit). The sync itself is `s3::sync`.
+//! headers, size limit). The sync itself is `s3::sync`. Pure; may call `crate::schema`.
 
 use std::collections::BTreeMap;
 

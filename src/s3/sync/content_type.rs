@@ -1,4 +1,4 @@
-//! The Content-Type of a synced object, from its file extension.
+//! The Content-Type of a synced object, from its file extension. Pure; calls nothing.
 
 use std::collections::BTreeMap;
 

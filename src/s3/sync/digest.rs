@@ -1,5 +1,6 @@
 //! Expected digests of a file (the ETag gitopsd's upload gives it, and its SHA-256), with a
-//! process-wide cache by content id so an unchanged file is never read twice.
+//! process-wide cache by content id so an unchanged file is never read twice. May call the
+//! [`ObjectSource`] (to read a file whose digests are not cached).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};

@@ -1,7 +1,7 @@
 //! Object sync: a repository folder mirrored to a key prefix.
 //!
-//! Owns the object plan ([`plan`]: what to upload and delete), its execution ([`upload`]) and
-//! the expected digests of files ([`digest`]). May call the S3 SDK (ListObjectsV2, HeadObject,
+//! Owns the object plan ([`plan`]: what to upload and delete), its execution (`upload`) and
+//! the expected digests of files (`digest`). May call the S3 SDK (ListObjectsV2, HeadObject,
 //! PutObject, multipart uploads, DeleteObjects), an [`ObjectSource`] for the files, and
 //! `s3::spec` for the sync settings and key rules.
 //!

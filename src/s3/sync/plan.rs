@@ -1,5 +1,6 @@
 //! Planning an object sync: the desired objects, the listing of the prefix, and which keys to
-//! upload or delete. Reads only (ListObjectsV2, HeadObject where ETags cannot be trusted).
+//! upload or delete. Reads only (ListObjectsV2, HeadObject where ETags cannot be trusted). May call
+//! the S3 SDK (those reads), the [`ObjectSource`] and `sync::digest`.
 
 use std::collections::BTreeMap;
 

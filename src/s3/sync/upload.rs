@@ -1,5 +1,6 @@
 //! Executing an object-sync plan: single-part and multipart uploads (each carrying the content
-//! SHA-256 in its metadata) and batched deletes.
+//! SHA-256 in its metadata) and batched deletes. May call the S3 SDK (writes only), the
+//! [`ObjectSource`] and `sync::digest`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,6 +1,7 @@
 //! `lifecycle`: rules that transition and expire objects (GetBucketLifecycleConfiguration /
-//! PutBucketLifecycleConfiguration, DeleteBucketLifecycle). Rules are matched by id and kept
-//! sorted by it; transitions are sorted by days.
+//! PutBucketLifecycleConfiguration, DeleteBucketLifecycle). Rules are matched by id and kept sorted
+//! by it; transitions are sorted by days. May call the S3 SDK (those calls), `crate::schema`,
+//! `sections::sdk` and `sections::tags` (the tag rules of a filter).
 
 mod parse;
 mod sdk;

@@ -1,4 +1,5 @@
-//! Parsing `spec.lifecycle`: the rules, each rule's filter, actions and transitions.
+//! Parsing `spec.lifecycle`: the rules, each rule's filter, actions and transitions. Pure; may call
+//! `crate::schema` and the tag rules of `sections::tags`.
 
 use std::collections::BTreeMap;
 

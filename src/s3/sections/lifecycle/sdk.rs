@@ -1,5 +1,6 @@
 //! Lifecycle rules to and from the SDK's types. Settings a live rule has that the spec cannot
 //! express are kept in [`LifecycleRule::unsupported`], so such a rule never equals a desired one.
+//! Pure; may call only the SDK's types.
 
 use std::collections::BTreeMap;
 
