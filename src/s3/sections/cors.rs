@@ -7,7 +7,7 @@ use aws_sdk_s3::types as t;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::sdk::{Got, build_err, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::schema::Checker;
@@ -121,28 +121,27 @@ impl Section for CorsSection {
             if ctx.new_bucket {
                 return Ok(0);
             }
-            let call = "DeleteBucketCors";
-            writing(bucket, Self::NAME, call);
-            let result = client.delete_bucket_cors().bucket(bucket).send().await;
-            return sent(bucket, call, result);
+            let request = client.delete_bucket_cors().bucket(bucket).send();
+            return Call::new(bucket, Self::NAME, "DeleteBucketCors")
+                .send(request)
+                .await;
         }
-        let call = "PutBucketCors";
-        writing(bucket, Self::NAME, call);
-        let mut sdk_rules = Vec::with_capacity(rules.len());
-        for r in rules {
-            sdk_rules.push(r.to_sdk().map_err(|e| build_err(bucket, call, e))?);
-        }
+        let call = Call::new(bucket, Self::NAME, "PutBucketCors");
+        let sdk_rules = rules
+            .iter()
+            .map(CorsRule::to_sdk)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| call.build_err(e))?;
         let config = t::CorsConfiguration::builder()
             .set_cors_rules(Some(sdk_rules))
             .build()
-            .map_err(|e| build_err(bucket, call, e))?;
-        let result = client
+            .map_err(|e| call.build_err(e))?;
+        let request = client
             .put_bucket_cors()
             .bucket(bucket)
             .cors_configuration(config)
-            .send()
-            .await;
-        sent(bucket, call, result)
+            .send();
+        call.send(request).await
     }
 }
 
@@ -201,18 +200,11 @@ fn list(map: &Map<String, Value>, key: &str, bad: &mut bool, c: &mut Checker) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::sections::parsed;
     use serde_json::json;
 
     fn parse(v: Value) -> (Option<Vec<CorsRule>>, Vec<String>) {
-        let mut c = Checker::new();
-        let out = c.at("spec.cors", |c| CorsSection::parse(&v, c));
-        (
-            out,
-            c.into_problems()
-                .iter()
-                .map(|p| p.keyed_message())
-                .collect(),
-        )
+        parsed::<CorsSection>(&v)
     }
 
     #[test]

@@ -6,7 +6,7 @@ use aws_sdk_s3::types as t;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::sdk::{Got, build_err, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::schema::Checker;
@@ -113,25 +113,19 @@ impl Section for EncryptionSection {
         _: &WriteContext<'_>,
     ) -> Result<u32, S3Error> {
         let Some(enc) = value else {
-            let call = "DeleteBucketEncryption";
-            writing(bucket, Self::NAME, call);
-            let result = client
-                .delete_bucket_encryption()
-                .bucket(bucket)
-                .send()
+            let request = client.delete_bucket_encryption().bucket(bucket).send();
+            return Call::new(bucket, Self::NAME, "DeleteBucketEncryption")
+                .send(request)
                 .await;
-            return sent(bucket, call, result);
         };
-        let call = "PutBucketEncryption";
-        writing(bucket, Self::NAME, call);
-        let config = to_sdk(enc).map_err(|e| build_err(bucket, call, e))?;
-        let result = client
+        let call = Call::new(bucket, Self::NAME, "PutBucketEncryption");
+        let config = to_sdk(enc).map_err(|e| call.build_err(e))?;
+        let request = client
             .put_bucket_encryption()
             .bucket(bucket)
             .server_side_encryption_configuration(config)
-            .send()
-            .await;
-        sent(bucket, call, result)
+            .send();
+        call.send(request).await
     }
 }
 
@@ -191,18 +185,11 @@ fn parse_encryption(v: &Value, c: &mut Checker) -> Option<Encryption> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::sections::parsed;
     use serde_json::json;
 
     fn parse(v: Value) -> (Option<Option<Encryption>>, Vec<String>) {
-        let mut c = Checker::new();
-        let out = c.at("spec.encryption", |c| EncryptionSection::parse(&v, c));
-        (
-            out,
-            c.into_problems()
-                .iter()
-                .map(|p| p.keyed_message())
-                .collect(),
-        )
+        parsed::<EncryptionSection>(&v)
     }
 
     #[test]

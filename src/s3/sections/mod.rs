@@ -252,5 +252,19 @@ impl<S: Section> DynSection for Entry<S> {
     }
 }
 
+/// Parses `value` with section `S` as the spec's `spec.<NAME>`: the value, and every problem
+/// as `key: message`.
+#[cfg(test)]
+pub(crate) fn parsed<S: Section>(value: &Value) -> (Option<S::Value>, Vec<String>) {
+    let mut c = Checker::new();
+    let out = c.at("spec", |c| c.at(S::NAME, |c| S::parse(value, c)));
+    let problems = c
+        .into_problems()
+        .iter()
+        .map(|p| p.keyed_message())
+        .collect();
+    (out, problems)
+}
+
 #[cfg(test)]
 mod tests;

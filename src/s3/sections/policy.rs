@@ -7,7 +7,7 @@ use aws_sdk_s3::Client;
 use serde_json::{Map, Value};
 
 use super::public_access_block::PublicAccessBlockSection;
-use super::sdk::{Got, build_err, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::schema::Checker;
@@ -59,21 +59,21 @@ impl Section for PolicySection {
             if ctx.new_bucket {
                 return Ok(0);
             }
-            let call = "DeleteBucketPolicy";
-            writing(bucket, Self::NAME, call);
-            let result = client.delete_bucket_policy().bucket(bucket).send().await;
-            return sent(bucket, call, result);
+            let request = client.delete_bucket_policy().bucket(bucket).send();
+            return Call::new(bucket, Self::NAME, "DeleteBucketPolicy")
+                .send(request)
+                .await;
         };
-        let call = "PutBucketPolicy";
-        writing(bucket, Self::NAME, call);
-        let text = serde_json::to_string(doc).map_err(|e| build_err(bucket, call, e))?;
-        let result = client
+        let call = Call::new(bucket, Self::NAME, "PutBucketPolicy");
+        let text = serde_json::to_string(doc).map_err(|e| call.build_err(e))?;
+        let request = client
             .put_bucket_policy()
             .bucket(bucket)
             .policy(text)
-            .send()
-            .await;
-        sent(bucket, call, result).map_err(|e| explain_refusal(e, ctx))
+            .send();
+        call.send(request)
+            .await
+            .map_err(|e| explain_refusal(e, ctx))
     }
 }
 
@@ -215,20 +215,12 @@ fn canon(v: &Value, key: Option<&str>, in_principal: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::sections::parsed;
     use serde_json::json;
 
     fn parse(v: Value) -> (Option<Value>, Vec<String>) {
-        let mut c = Checker::new();
-        let out = c
-            .at("spec.policy", |c| PolicySection::parse(&v, c))
-            .flatten();
-        (
-            out,
-            c.into_problems()
-                .iter()
-                .map(|p| p.keyed_message())
-                .collect(),
-        )
+        let (out, problems) = parsed::<PolicySection>(&v);
+        (out.flatten(), problems)
     }
 
     #[test]

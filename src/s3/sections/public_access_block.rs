@@ -7,7 +7,7 @@ use aws_sdk_s3::types as t;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::sdk::{Got, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::schema::Checker;
@@ -92,42 +92,31 @@ impl Section for PublicAccessBlockSection {
         p: &PublicAccessBlock,
         _: &WriteContext<'_>,
     ) -> Result<u32, S3Error> {
-        let call = "PutPublicAccessBlock";
-        writing(bucket, Self::NAME, call);
-        let result = client
+        let config = t::PublicAccessBlockConfiguration::builder()
+            .block_public_acls(p.block_public_acls)
+            .ignore_public_acls(p.ignore_public_acls)
+            .block_public_policy(p.block_public_policy)
+            .restrict_public_buckets(p.restrict_public_buckets)
+            .build();
+        let request = client
             .put_public_access_block()
             .bucket(bucket)
-            .public_access_block_configuration(
-                t::PublicAccessBlockConfiguration::builder()
-                    .block_public_acls(p.block_public_acls)
-                    .ignore_public_acls(p.ignore_public_acls)
-                    .block_public_policy(p.block_public_policy)
-                    .restrict_public_buckets(p.restrict_public_buckets)
-                    .build(),
-            )
-            .send()
-            .await;
-        sent(bucket, call, result)
+            .public_access_block_configuration(config)
+            .send();
+        Call::new(bucket, Self::NAME, "PutPublicAccessBlock")
+            .send(request)
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::sections::parsed;
     use serde_json::json;
 
     fn parse(v: Value) -> (Option<PublicAccessBlock>, Vec<String>) {
-        let mut c = Checker::new();
-        let out = c.at("spec.publicAccessBlock", |c| {
-            PublicAccessBlockSection::parse(&v, c)
-        });
-        (
-            out,
-            c.into_problems()
-                .iter()
-                .map(|p| p.keyed_message())
-                .collect(),
-        )
+        parsed::<PublicAccessBlockSection>(&v)
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! What every section's S3 calls share: classifying a Get* answer ([`Got`]), logging and error
-//! mapping of a Put*/Delete* call. May call the SDK's error types and `s3::error`.
+//! What every section's S3 calls share: classifying a Get* answer ([`Got`]), and a Put*/Delete*
+//! [`Call`] (logging, error mapping). May call the SDK's error types and `s3::error`.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
@@ -61,30 +61,39 @@ where
     }
 }
 
-/// Logs a configuration write about to be sent.
-pub(crate) fn writing(bucket: &str, field: &'static str, call: &'static str) {
-    tracing::info!(bucket, call, field, "writing bucket configuration");
+/// One Put*/Delete* call of a section: logged when it is made, its errors naming bucket and call.
+pub(crate) struct Call<'a> {
+    bucket: &'a str,
+    name: &'static str,
 }
 
-/// The outcome of a sent write: one call, or the SDK error naming bucket and call.
-pub(crate) fn sent<T, E, R>(
-    bucket: &str,
-    call: &'static str,
-    result: Result<T, SdkError<E, R>>,
-) -> Result<u32, S3Error>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HttpStatus,
-{
-    result
-        .map(|_| 1)
-        .map_err(|e| S3Error::from_sdk(bucket, call, None, &e))
-}
+impl<'a> Call<'a> {
+    /// Starts the call `name` that writes section `field` (logs it).
+    pub(crate) fn new(bucket: &'a str, field: &'static str, name: &'static str) -> Call<'a> {
+        tracing::info!(bucket, call = name, field, "writing bucket configuration");
+        Call { bucket, name }
+    }
 
-/// A request that the SDK refused to build (a value it rejects).
-pub(crate) fn build_err(bucket: &str, call: &'static str, e: impl std::fmt::Display) -> S3Error {
-    S3Error::InvalidPlan {
-        bucket: bucket.to_string(),
-        message: format!("cannot build the {call} request: {e}"),
+    /// A request that the SDK refused to build (a value it rejects).
+    pub(crate) fn build_err(&self, e: impl std::fmt::Display) -> S3Error {
+        S3Error::InvalidPlan {
+            bucket: self.bucket.to_string(),
+            message: format!("cannot build the {} request: {e}", self.name),
+        }
+    }
+
+    /// Sends the request: one write call, or the SDK error naming bucket and call.
+    pub(crate) async fn send<T, E, R>(
+        self,
+        request: impl Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<u32, S3Error>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + HttpStatus,
+    {
+        match request.await {
+            Ok(_) => Ok(1),
+            Err(e) => Err(S3Error::from_sdk(self.bucket, self.name, None, &e)),
+        }
     }
 }

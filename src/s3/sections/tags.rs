@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::types as t;
 use serde_json::Value;
 
-use super::sdk::{Got, build_err, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::s3::owner::{MAX_SPEC_TAGS, RESERVED_TAG_PREFIX};
@@ -58,29 +58,27 @@ impl Section for TagsSection {
             if ctx.new_bucket {
                 return Ok(0);
             }
-            let call = "DeleteBucketTagging";
-            writing(bucket, Self::NAME, call);
-            let result = client.delete_bucket_tagging().bucket(bucket).send().await;
-            return sent(bucket, call, result);
+            let request = client.delete_bucket_tagging().bucket(bucket).send();
+            return Call::new(bucket, Self::NAME, "DeleteBucketTagging")
+                .send(request)
+                .await;
         }
-        let call = "PutBucketTagging";
-        writing(bucket, Self::NAME, call);
-        let mut set = Vec::with_capacity(tags.len());
-        for (k, v) in tags {
-            let tag = t::Tag::builder().key(k).value(v).build();
-            set.push(tag.map_err(|e| build_err(bucket, call, e))?);
-        }
+        let call = Call::new(bucket, Self::NAME, "PutBucketTagging");
+        let set = tags
+            .iter()
+            .map(|(k, v)| t::Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| call.build_err(e))?;
         let tagging = t::Tagging::builder()
             .set_tag_set(Some(set))
             .build()
-            .map_err(|e| build_err(bucket, call, e))?;
-        let result = client
+            .map_err(|e| call.build_err(e))?;
+        let request = client
             .put_bucket_tagging()
             .bucket(bucket)
             .tagging(tagging)
-            .send()
-            .await;
-        sent(bucket, call, result)
+            .send();
+        call.send(request).await
     }
 }
 
@@ -132,18 +130,11 @@ fn reject_ownership_tags(tags: &BTreeMap<String, String>, c: &mut Checker) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::sections::parsed;
     use serde_json::json;
 
     fn parse(v: Value) -> (Option<BTreeMap<String, String>>, Vec<String>) {
-        let mut c = Checker::new();
-        let out = c.at("spec.tags", |c| TagsSection::parse(&v, c));
-        (
-            out,
-            c.into_problems()
-                .iter()
-                .map(|p| p.keyed_message())
-                .collect(),
-        )
+        parsed::<TagsSection>(&v)
     }
 
     #[test]

@@ -6,7 +6,7 @@ use aws_sdk_s3::types as t;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::sdk::{Got, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::schema::Checker;
@@ -75,33 +75,26 @@ impl Section for VersioningSection {
             VersioningStatus::Suspended => t::BucketVersioningStatus::Suspended,
             VersioningStatus::Off => return Ok(0),
         };
-        let call = "PutBucketVersioning";
-        writing(bucket, Self::NAME, call);
-        let result = client
+        let config = t::VersioningConfiguration::builder().status(status).build();
+        let request = client
             .put_bucket_versioning()
             .bucket(bucket)
-            .versioning_configuration(t::VersioningConfiguration::builder().status(status).build())
-            .send()
-            .await;
-        sent(bucket, call, result)
+            .versioning_configuration(config)
+            .send();
+        Call::new(bucket, Self::NAME, "PutBucketVersioning")
+            .send(request)
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::sections::parsed;
     use serde_json::json;
 
     fn parse(v: Value) -> (Option<VersioningStatus>, Vec<String>) {
-        let mut c = Checker::new();
-        let out = c.at("spec.versioning", |c| VersioningSection::parse(&v, c));
-        (
-            out,
-            c.into_problems()
-                .iter()
-                .map(|p| p.keyed_message())
-                .collect(),
-        )
+        parsed::<VersioningSection>(&v)
     }
 
     #[test]

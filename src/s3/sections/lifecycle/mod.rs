@@ -13,7 +13,7 @@ use aws_sdk_s3::types as t;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::sdk::{Got, build_err, classify, sent, writing};
+use super::sdk::{Call, Got, classify};
 use super::{Field, Section, WriteContext};
 use crate::s3::error::S3Error;
 use crate::schema::Checker;
@@ -97,28 +97,27 @@ impl Section for LifecycleSection {
             if ctx.new_bucket {
                 return Ok(0);
             }
-            let call = "DeleteBucketLifecycle";
-            writing(bucket, Self::NAME, call);
-            let result = client.delete_bucket_lifecycle().bucket(bucket).send().await;
-            return sent(bucket, call, result);
+            let request = client.delete_bucket_lifecycle().bucket(bucket).send();
+            return Call::new(bucket, Self::NAME, "DeleteBucketLifecycle")
+                .send(request)
+                .await;
         }
-        let call = "PutBucketLifecycleConfiguration";
-        writing(bucket, Self::NAME, call);
-        let mut sdk_rules = Vec::with_capacity(rules.len());
-        for r in rules {
-            sdk_rules.push(sdk::rule_to_sdk(r).map_err(|e| build_err(bucket, call, e))?);
-        }
+        let call = Call::new(bucket, Self::NAME, "PutBucketLifecycleConfiguration");
+        let sdk_rules = rules
+            .iter()
+            .map(sdk::rule_to_sdk)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| call.build_err(e))?;
         let config = t::BucketLifecycleConfiguration::builder()
             .set_rules(Some(sdk_rules))
             .build()
-            .map_err(|e| build_err(bucket, call, e))?;
-        let result = client
+            .map_err(|e| call.build_err(e))?;
+        let request = client
             .put_bucket_lifecycle_configuration()
             .bucket(bucket)
             .lifecycle_configuration(config)
-            .send()
-            .await;
-        sent(bucket, call, result)
+            .send();
+        call.send(request).await
     }
 }
 

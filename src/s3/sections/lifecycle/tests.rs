@@ -1,17 +1,10 @@
 //! Unit tests of the lifecycle section: parse, compare, SDK round trip (no S3 server).
 use super::*;
+use crate::s3::sections::parsed;
 use serde_json::json;
 
 fn parse(v: Value) -> (Option<Vec<LifecycleRule>>, Vec<String>) {
-    let mut c = Checker::new();
-    let out = c.at("spec.lifecycle", |c| LifecycleSection::parse(&v, c));
-    (
-        out,
-        c.into_problems()
-            .iter()
-            .map(|p| p.keyed_message())
-            .collect(),
-    )
+    parsed::<LifecycleSection>(&v)
 }
 
 fn rule(id: &str, prefix: Option<&str>, tags: &[(&str, &str)]) -> LifecycleRule {
