@@ -486,6 +486,24 @@ mod tests {
     }
 
     #[test]
+    fn problems_name_the_line_of_their_key() {
+        let err = load(
+            "repository: {url: /srv/infra.git}\nstate_dir: /s\nenvironments:\n  - name: dev\n    path: d\n    kubernetes: {}\n    health:\n      timeout: 0s\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let p = &problems.0[0];
+        assert_eq!(p.key, "environments[0].health.timeout");
+        assert_eq!(p.line, Some(8));
+        assert_eq!(
+            p.to_string(),
+            "line 8: environments[0].health.timeout: must be greater than zero"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_syntax_errors_name_a_line() {
         let err =
             load("repository: {url: /x}\nstate_dir: /s\nenvironments: []\nbogus: 1\n").unwrap_err();

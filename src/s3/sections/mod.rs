@@ -196,6 +196,9 @@ pub(crate) async fn write_field(
 
 /// A [`Section`] behind a vtable, so that [`Field`] can dispatch to it.
 trait DynSection: Send + Sync {
+    /// The section's own idea of its field (must be the one it is registered under).
+    #[cfg(test)]
+    fn field(&self) -> Field;
     fn name(&self) -> &'static str;
     fn default_text(&self) -> &'static str;
     fn parse(&self, value: &Value, c: &mut Checker) -> Option<Slot>;
@@ -217,6 +220,10 @@ trait DynSection: Send + Sync {
 struct Entry<S>(PhantomData<S>);
 
 impl<S: Section> DynSection for Entry<S> {
+    #[cfg(test)]
+    fn field(&self) -> Field {
+        S::FIELD
+    }
     fn name(&self) -> &'static str {
         S::NAME
     }
