@@ -61,31 +61,44 @@ fn example_repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("example-repo")
 }
 
-/// Every document of `environments/<env>/*.yaml` in `root`.
-fn declared(root: &Path, env: &str) -> Vec<Declared> {
-    let dir = root.join("environments").join(env);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .unwrap_or_else(|e| panic!("parse {}: {e}", f.display()));
-        for doc in docs.into_iter().filter(Value::is_object) {
-            out.push(Declared {
-                api_version: doc["apiVersion"].as_str().unwrap().to_string(),
-                kind: doc["kind"].as_str().unwrap().to_string(),
-                name: doc["metadata"]["name"].as_str().unwrap().to_string(),
-                namespace: doc["metadata"]["namespace"].as_str().map(str::to_string),
-                body: doc,
-            });
-        }
-    }
-    out
+/// Every object environment `env` of `root` renders to, by the real kustomize and helm of the
+/// testbed run as gitopsd runs them (from the repository root, remote loads refused).
+fn declared(tb: &Testbed, root: &Path, env: &str) -> Vec<Declared> {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(tb.env("GITOPSD_TEST_KUSTOMIZE"))
+        .args([
+            "build",
+            "--load-restrictor",
+            "LoadRestrictionsRootOnly",
+            "--enable-helm",
+        ])
+        .arg("--helm-command")
+        .arg(tb.env("GITOPSD_TEST_HELM"))
+        .arg(format!("environments/{env}"))
+        .current_dir(root)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run kustomize");
+    assert!(
+        out.status.success(),
+        "kustomize build environments/{env}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("parse the render of {env}: {e}"));
+    docs.into_iter()
+        .filter(Value::is_object)
+        .map(|doc| Declared {
+            api_version: doc["apiVersion"].as_str().unwrap().to_string(),
+            kind: doc["kind"].as_str().unwrap().to_string(),
+            name: doc["metadata"]["name"].as_str().unwrap().to_string(),
+            namespace: doc["metadata"]["namespace"].as_str().map(str::to_string),
+            body: doc,
+        })
+        .collect()
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -270,6 +283,8 @@ impl Host {
             "S3_REGION",
             "AWS_KEY_FILE",
             "AWS_SECRET_FILE",
+            "KUSTOMIZE",
+            "HELM",
         ] {
             assert!(
                 text.contains(&format!("${{{placeholder}}}")),
@@ -292,6 +307,11 @@ impl Host {
             ),
             ("AWS_KEY_FILE".into(), aws_key),
             ("AWS_SECRET_FILE".into(), aws_secret),
+            (
+                "KUSTOMIZE".into(),
+                tb.env("GITOPSD_TEST_KUSTOMIZE").to_string(),
+            ),
+            ("HELM".into(), tb.env("GITOPSD_TEST_HELM").to_string()),
             ("GITOPSD_LOG".into(), "info".into()),
         ];
         Host { dir, config, vars }
@@ -943,8 +963,10 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
     let client = tb.kube_client().await;
     let s3 = tb.s3_client().await;
     let source = example_repo();
-    let decl: BTreeMap<&str, Vec<Declared>> =
-        ENVS.iter().map(|e| (*e, declared(&source, e))).collect();
+    let decl: BTreeMap<&str, Vec<Declared>> = ENVS
+        .iter()
+        .map(|e| (*e, declared(tb, &source, e)))
+        .collect();
     println!("example-repo declares:");
     for env in ENVS {
         println!(
@@ -980,7 +1002,11 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
     let c1 = work.commit(&["."], "Acme infrastructure: dev, staging, prod");
     work.push_main();
     let tree = work.git(&["ls-tree", "-r", "--name-only", "HEAD"]);
-    assert!(tree.lines().any(|l| l == "environments/prod/web.yaml"));
+    assert!(
+        tree.lines()
+            .any(|l| l == "environments/prod/kustomization.yaml")
+    );
+    assert!(tree.lines().any(|l| l == "charts/web/templates/web.yaml"));
     assert!(tree.lines().any(|l| l == "assets/dev/index.html"));
 
     // ---------------------------------------------------------------- 2. host config
@@ -1090,18 +1116,34 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
         })
         .unwrap();
     let new_image = format!("registry.example.com/acme/api@sha256:{digest}");
-    work.edit_once("environments/staging/api.yaml", &old_image, &new_image);
-    let c2 = work.commit(&["environments/staging/api.yaml"], "staging: api 2.15.1");
+    // A release in the overlay: the api digest (`images:` pins the Deployment and the migration
+    // Job) and the migration it needs, a new Job (a Job's template cannot change in place).
+    let staging = "environments/staging/kustomization.yaml";
+    let old_digest = old_image.rsplit_once('@').unwrap().1;
+    work.edit_once(staging, old_digest, &format!("sha256:{digest}"));
+    work.edit_once(
+        staging,
+        "value: api-migrate-v42 }",
+        "value: api-migrate-v43 }",
+    );
+    work.edit_once(staging, "value: --target=v42 }", "value: --target=v43 }");
+    let c2 = work.commit(&[staging], "staging: api 2.15.1 (migration v43)");
     work.push_main();
     let bump = host.once(Some("staging"));
-    assert!(bump.ok(), "staging image bump: {bump}");
+    assert!(bump.ok(), "staging release: {bump}");
     let (r, text) = work.record(&c2, "staging");
     assert_eq!(r.outcome, Outcome::Healthy, "{text}");
     assert_eq!(r.from.as_deref(), Some(c1.as_str()), "{text}");
     assert_eq!(
         (r.counts.created, r.counts.updated, r.counts.deleted),
-        (0, 1, 0),
-        "only the api Deployment changes:\n{text}"
+        (1, 1, 1),
+        "the api Deployment is updated, the v43 migration Job replaces v42's:\n{text}"
+    );
+    assert!(
+        r.renderer
+            .as_deref()
+            .is_some_and(|v| v.starts_with("kustomize v")),
+        "the note names the renderer:\n{text}"
     );
     assert!(
         !Note::parse(&text).environments.contains_key("prod"),
@@ -1131,16 +1173,11 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
     );
 
     // ---------------------------------------------------------------- 4b. a prod change that never becomes ready
-    let web = "environments/prod/web.yaml";
+    let web = "environments/prod/kustomization.yaml";
     work.edit_once(
         web,
-        "  progressDeadlineSeconds: 300\n",
-        "  progressDeadlineSeconds: 15\n",
-    );
-    work.edit_once(
-        web,
-        "      labels:\n        app.kubernetes.io/name: web\n        app.kubernetes.io/component: frontend\n",
-        "      labels:\n        app.kubernetes.io/name: web\n        app.kubernetes.io/component: frontend\n        gitopsd.test/fail: unready\n",
+        "\npatches:\n",
+        "\npatches:\n  - target: { kind: Deployment, name: web }\n    patch: |-\n      - { op: replace, path: /spec/progressDeadlineSeconds, value: 15 }\n      - { op: add, path: /spec/template/metadata/labels/gitopsd.test~1fail, value: unready }\n",
     );
     let c3 = work.commit(&[web], "prod: web with a readiness regression");
     work.push_main();
@@ -1224,32 +1261,21 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
 }
 
 async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
-    // The preview command is being written in parallel; wait for it (up to ~40 min) if it is missing.
-    let has_preview = || {
-        Command::new(BIN)
-            .args(["preview", "--help"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    let deadline = Instant::now() + Duration::from_secs(40 * 60);
-    while !has_preview() {
-        if Instant::now() >= deadline {
-            eprintln!(
-                "SKIPPED: `gitopsd preview` does not exist in this build; preview step not run"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(120)).await;
-    }
-
     let main_sha = work.head();
     work.git(&["checkout", "-q", "-b", "preview-flags-and-secret"]);
-    let flags = "environments/staging/api.yaml";
+    // A flag in base/ (staging and prod use base's value; dev sets its own) and a Secret that only
+    // staging's overlay lists.
+    let flags = "base/api.yaml";
     work.edit_once(
         flags,
         "    checkout.new-flow: false\n",
         "    checkout.new-flow: true\n",
+    );
+    let staging = "environments/staging/kustomization.yaml";
+    work.edit_once(
+        staging,
+        "resources:\n  - ../../base\n",
+        "resources:\n  - ../../base\n  - e2e-credentials.yaml\n",
     );
     use base64::Engine as _;
     let secret_value = format!("pw-{}", support::unique_name("e2e-secret-value"));
@@ -1265,8 +1291,8 @@ async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
     )
     .unwrap();
     let branch_sha = work.commit(
-        &[flags, secret_file],
-        "staging: new checkout flow, e2e credentials",
+        &[flags, staging, secret_file],
+        "new checkout flow (base), e2e credentials (staging)",
     );
     let repo = work.dir.display().to_string();
     let preview = |format: &str| {
@@ -1347,14 +1373,22 @@ async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
         .iter()
         .map(|e| (e["name"].as_str().unwrap(), e))
         .collect();
-    for env in ["dev", "prod"] {
-        if let Some(e) = by_name.get(env) {
-            assert!(
-                e["changes"].as_array().is_none_or(|c| c.is_empty()),
-                "{env} unchanged: {e:#}"
-            );
-        }
+    if let Some(e) = by_name.get("dev") {
+        assert!(
+            e["changes"].as_array().is_none_or(|c| c.is_empty()),
+            "dev sets its own flag, so it does not change: {e:#}"
+        );
     }
+    let prod = by_name
+        .get("prod")
+        .unwrap_or_else(|| panic!("no prod in {report:#}"));
+    let prod_changes = prod["changes"].as_array().unwrap();
+    assert_eq!(
+        prod_changes.len(),
+        1,
+        "the base change reaches prod too: {prod:#}"
+    );
+    assert_eq!(prod_changes[0]["name"], "api-feature-flags", "{prod:#}");
     let staging = by_name
         .get("staging")
         .unwrap_or_else(|| panic!("no staging in {report:#}"));

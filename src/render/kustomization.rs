@@ -171,11 +171,20 @@ impl Refs<'_> {
             ("transformers", doc.transformers),
             ("validators", doc.validators),
         ] {
-            // A string is a path; a mapping is an inline plugin configuration.
+            // A one-line string is a path; a mapping, or a string holding a YAML document, is
+            // an inline plugin configuration.
             for entry in list.into_iter().flatten() {
-                if let Value::String(s) = &entry.value {
-                    let item = Spanned::new(s.clone(), entry.referenced, entry.defined);
-                    self.add(field, &item, RefKind::Resource);
+                let line = entry.referenced.line();
+                match &entry.value {
+                    Value::String(s) if !s.contains('\n') => {
+                        let item = Spanned::new(s.clone(), entry.referenced, entry.defined);
+                        self.add(field, &item, RefKind::Resource);
+                    }
+                    Value::String(s) => match serde_saphyr::from_str::<Value>(s) {
+                        Ok(config) => self.inline_plugin(field, &config, line),
+                        Err(e) => self.refuse(line, &format!("{field}: inline configuration: {e}")),
+                    },
+                    config => self.inline_plugin(field, config, line),
                 }
             }
         }
@@ -348,6 +357,24 @@ impl Refs<'_> {
                 "{field}: {raw:?} is {reason}: remote bases and charts are refused, gitopsd renders only what is in the repository"
             ),
         );
+    }
+
+    /// Inline plugin configurations may only be kustomize's builtin transformers and generators,
+    /// and not the Helm one (it could pull a remote chart past the `helmCharts:` checks).
+    fn inline_plugin(&mut self, field: &str, config: &Value, line: u64) {
+        let api_version = config["apiVersion"].as_str().unwrap_or_default();
+        let kind = config["kind"].as_str().unwrap_or_default();
+        if api_version != "builtin" {
+            self.refuse(
+                line,
+                &format!("{field}: inline plugin {kind:?} is not a kustomize builtin (apiVersion: builtin); other plugins are not run"),
+            );
+        } else if kind == "HelmChartInflationGenerator" {
+            self.refuse(
+                line,
+                &format!("{field}: HelmChartInflationGenerator is refused; use helmCharts:"),
+            );
+        }
     }
 
     fn refuse(&mut self, line: u64, message: &str) {

@@ -226,3 +226,29 @@ fn yaml_errors_name_file_and_line() {
     let errors = refused("namePrefix: x\nresources: just-a-string\n");
     assert_eq!(errors[0].0, 2, "{errors:?}");
 }
+
+#[test]
+fn inline_plugin_configurations_are_not_paths() {
+    // A builtin transformer written inline as a YAML document in a string (as example-repo's
+    // overlays do) is configuration, not a file to follow.
+    let got = refs(
+        "env/kustomization.yaml",
+        "transformers:\n- |-\n  apiVersion: builtin\n  kind: PrefixTransformer\n  metadata:\n    name: p\n  prefix: dev-\n- t.yaml\n",
+    );
+    assert_eq!(
+        got,
+        vec![("env/t.yaml".to_string(), "transformers", 8, RefKind::Resource)]
+    );
+}
+
+#[test]
+fn inline_plugins_other_than_builtins_and_inline_helm_are_refused() {
+    let errors = refused(
+        "generators:\n- |-\n  apiVersion: builtin\n  kind: HelmChartInflationGenerator\n  metadata:\n    name: x\n  repo: https://charts.example.com\n- apiVersion: someteam.example.com/v1\n  kind: ChartInflator\n",
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, 3, "the line of the inline document");
+    assert!(errors[0].1.contains("HelmChartInflationGenerator"), "{errors:?}");
+    assert_eq!(errors[1].0, 8);
+    assert!(errors[1].1.contains("not a kustomize builtin"), "{errors:?}");
+}
