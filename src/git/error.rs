@@ -1,7 +1,7 @@
 //! Errors of the git module.
 //!
 //! Every variant names what it was about (path, ref, URL or object). URLs are always the
-//! sanitised form (no userinfo/password), see [`super::auth::redact_url`].
+//! sanitised form (no userinfo/password), see [`super::redact_url`].
 
 use std::path::PathBuf;
 

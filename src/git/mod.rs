@@ -21,11 +21,13 @@
 pub mod auth;
 mod blobs;
 mod error;
+mod known_hosts;
 mod lock;
 pub mod merge;
 mod notes;
 mod salvage;
 mod tree;
+mod url;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -34,13 +36,15 @@ use std::time::{Duration, Instant};
 
 use git2::{AutotagOption, ConfigLevel, FetchOptions, FetchPrune, FileMode, Repository};
 
-pub use auth::{GitAuth, redact_url};
+pub use auth::GitAuth;
 pub use error::GitError;
 pub use git2::Oid;
 pub use lock::notes_lock_path;
+pub use url::redact_url;
 pub use watch::watch_local_refs;
 
-use auth::{CallbackState, RemoteKind, RemoteUrl};
+use auth::CallbackState;
+use url::{RemoteKind, RemoteUrl};
 
 /// Where the remote's notes ref is fetched to (kept apart from the local notes ref).
 pub(crate) const REMOTE_NOTES_REF: &str = "refs/gitopsd/remote-notes";
@@ -222,7 +226,7 @@ impl Mirror {
     /// configured). A corrupted mirror is deleted and re-created. Does not fetch.
     pub fn open(dir: &Path, opts: MirrorOptions) -> Result<Mirror, GitError> {
         validate_options(&opts)?;
-        let mut url = auth::parse_url(&opts.url).map_err(|message| GitError::InvalidUrl {
+        let mut url = url::parse_url(&opts.url).map_err(|message| GitError::InvalidUrl {
             url: redact_url(&opts.url),
             message,
         })?;

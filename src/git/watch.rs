@@ -7,7 +7,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::GitError;
-use super::auth::{self, RemoteKind};
+use super::url::{RemoteKind, parse_url, redact_url};
 
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -37,8 +37,8 @@ pub fn watch_local_refs(
     url: &str,
     tx: tokio::sync::mpsc::Sender<()>,
 ) -> Result<Option<notify::RecommendedWatcher>, GitError> {
-    let parsed = auth::parse_url(url).map_err(|message| GitError::InvalidUrl {
-        url: auth::redact_url(url),
+    let parsed = parse_url(url).map_err(|message| GitError::InvalidUrl {
+        url: redact_url(url),
         message,
     })?;
     let RemoteKind::Local(path) = parsed.kind else {
