@@ -65,6 +65,16 @@ async fn by_phase<'a>(cluster: &Cluster, objects: &[&'a Manifest]) -> [Vec<&'a M
     phases
 }
 
+/// Runs `pending` with at most `concurrency` at once; the results in the order they finish.
+/// (Callers build the futures first: a stream holding a closure over borrowed manifests is not
+/// `Send` for the task that runs it, rust-lang/rust#102211.)
+async fn at_most<F: std::future::Future>(pending: Vec<F>, concurrency: usize) -> Vec<F::Output> {
+    futures::stream::iter(pending)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// Result of validating a commit's changed objects.
 #[derive(Debug, Default)]
 pub struct Validation<'a> {
@@ -169,10 +179,7 @@ pub async fn validate<'a>(
         .iter()
         .map(|m| dry_run_existing(cluster, m))
         .collect();
-    let results: Vec<(&Manifest, Result<bool, KubeError>)> = futures::stream::iter(pending)
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    let results = at_most(pending, concurrency).await;
     let mut validation = Validation::default();
     for (m, result) in results {
         match result {
@@ -261,9 +268,7 @@ where
     Fut: std::future::Future<Output = Option<ObjectFailure>>,
 {
     let pending: Vec<Fut> = objects.iter().map(|m| check(m)).collect();
-    let mut failures: Vec<ObjectFailure> = futures::stream::iter(pending)
-        .buffer_unordered(concurrency.max(1))
-        .collect::<Vec<_>>()
+    let mut failures: Vec<ObjectFailure> = at_most(pending, concurrency)
         .await
         .into_iter()
         .flatten()
@@ -325,10 +330,7 @@ pub async fn apply_all(
             continue;
         }
         let pending: Vec<_> = phase.iter().map(|m| apply_one(cluster, m, force)).collect();
-        let results: Vec<(&Manifest, Result<Applied, KubeError>)> = futures::stream::iter(pending)
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results = at_most(pending, concurrency).await;
         let mut failures = Vec::new();
         for (m, result) in results {
             match result {
@@ -383,11 +385,7 @@ pub async fn delete_all(cluster: &Cluster, objects: &[&Manifest], concurrency: u
     let phases = by_phase(cluster, objects).await;
     for phase in phases.iter().rev() {
         let pending: Vec<_> = phase.iter().map(|m| delete_one(cluster, m)).collect();
-        let results: Vec<(&Manifest, Result<DeleteOutcome, KubeError>)> =
-            futures::stream::iter(pending)
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
+        let results = at_most(pending, concurrency).await;
         for (m, result) in results {
             match result {
                 Ok(DeleteOutcome::Deleted) | Ok(DeleteOutcome::AlreadyGone) => {

@@ -42,6 +42,20 @@ impl Block {
         }
     }
 
+    /// A collapsible section holding `body` as a fenced diff after `head`.
+    fn diff(env: &str, mut head: String, body: Vec<String>) -> Block {
+        let f = fence(&body);
+        let _ = writeln!(head, "{f}diff");
+        Block {
+            env: Some(env.to_string()),
+            header: false,
+            head,
+            body,
+            tail: format!("{f}\n\n</details>\n\n"),
+            marker: diff_marker,
+        }
+    }
+
     fn len(&self) -> usize {
         self.head.len() + self.body.iter().map(String::len).sum::<usize>() + self.tail.len()
     }
@@ -184,16 +198,7 @@ fn object_block(env: &str, c: &ObjectChange) -> Block {
         };
     }
     let body = lines_of(c.diff.as_deref().unwrap_or_default());
-    let f = fence(&body);
-    let _ = writeln!(head, "{f}diff");
-    Block {
-        env: Some(env.to_string()),
-        header: false,
-        head,
-        body,
-        tail: format!("{f}\n\n</details>\n\n"),
-        marker: diff_marker,
-    }
+    Block::diff(env, head, body)
 }
 
 fn bucket_block(env: &str, b: &BucketChange) -> Block {
@@ -222,16 +227,7 @@ fn bucket_block(env: &str, b: &BucketChange) -> Block {
         body.extend(o.delete.iter().map(|k| format!("- {k}\n")));
         body.extend(o.kept.iter().map(|k| format!("  {k} (kept)\n")));
     }
-    let f = fence(&body);
-    let _ = writeln!(head, "{f}diff");
-    Block {
-        env: Some(env.to_string()),
-        header: false,
-        head,
-        body,
-        tail: format!("{f}\n\n</details>\n\n"),
-        marker: diff_marker,
-    }
+    Block::diff(env, head, body)
 }
 
 fn counts(e: &EnvReport) -> String {
