@@ -8,7 +8,7 @@
 //! the CA, validity period, serverAuth usage and host name). Caveat: libgit2 passes only the
 //! leaf, so the CA file must contain the CA that signed the server certificate directly, or
 //! the intermediates as well (every certificate in the file is offered as an intermediate and
-//! as a trust anchor). SSH host keys are checked in [`super::known_hosts`].
+//! as a trust anchor). SSH host keys are checked in `known_hosts`.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Errors of the git module.
+//! Errors of the git module (transient vs permanent, see [`GitError::is_transient`]).
 //!
 //! Every variant names what it was about (path, ref, URL or object). URLs are always the
 //! sanitised form (no userinfo/password), see [`super::redact_url`].

@@ -1,7 +1,7 @@
 //! Fetch: everything that touches git. Owns the bare mirror of the config repository (fetch,
 //! revisions, tree reads and diffs, commit walks, status notes with write-merge-push) and the
 //! read-only [`LocalRepo`] that previews open in place. Both read trees through one reader
-//! ([`tree`]); this is the only module that uses libgit2. May call: nothing else in the crate
+//! (`tree`); this is the only module that uses libgit2. May call: nothing else in the crate
 //! (it knows commits, files and bytes, not manifests).
 //!
 //! The API is synchronous (libgit2 blocks); async callers wrap calls in `spawn_blocking`.
@@ -16,9 +16,9 @@
 //! - `refs/heads/<branch>`: the branch, force-updated on every fetch (follows force-pushes);
 //!   `HEAD` points at it, so `resolve("HEAD~1")` works.
 //! - `refs/gitopsd/remote-notes`: the notes ref as last seen on the remote.
-//! - `refs/gitopsd/salvage-base`: only after re-creating a broken mirror, see [`salvage`].
+//! - `refs/gitopsd/salvage-base`: only after re-creating a broken mirror, see `salvage`.
 //! - `<notes_ref>` (e.g. `refs/notes/gitopsd`): the local view = remote notes plus notes not
-//!   yet pushed (see [`notes`]).
+//!   yet pushed (see `notes`).
 //! - extra refs (e.g. `refs/pull/*/head`) under their own names.
 
 pub mod auth;

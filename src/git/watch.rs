@@ -1,4 +1,5 @@
-//! Change notification for repositories on local disk.
+//! Change notification for repositories on local disk: watches a local remote's refs (through
+//! `notify`) so the daemon fetches at once. Calls nothing else in the crate.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -2,7 +2,7 @@
 //!
 //! Order: CustomResourceDefinitions, then Namespaces, then other cluster-scoped objects, then
 //! namespaced objects; deletions run in the reverse order. CRDs must be Established before
-//! anything after them is applied.
+//! anything after them is applied. Calls [`Cluster`] (dry-run, apply, delete, get) and `manifest`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

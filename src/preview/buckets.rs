@@ -1,5 +1,6 @@
 //! Buckets in a git-only preview: configuration changes (`s3::diff_specs`, no S3 calls) and
-//! object-sync changes from the tree diff of each synced folder.
+//! object-sync changes from the tree diff of each synced folder. Calls `git::LocalRepo` and `s3`'s
+//! pure parts (spec parse, object keys, spec diff).
 
 use std::collections::BTreeMap;
 

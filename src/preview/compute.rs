@@ -4,7 +4,8 @@
 //! The `unchanged` count comes from counting the YAML documents of the other files (a line
 //! scan, no parsing), and only files that mention gitopsd's API group are parsed to find
 //! Buckets whose synced folder may have changed. Objects are compared by [`plan::plan`], the
-//! comparison the daemon's plan makes too.
+//! comparison the daemon's plan makes too. Calls `git::LocalRepo` (reads), `manifest` (parse),
+//! `plan` and, for Buckets, `preview::buckets`.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,6 +4,8 @@
 //! cluster that the head no longer has are deletions (when the environment prunes).
 //!
 //! Buckets are still compared between the base and head revisions (from git, no S3 calls).
+//! Calls `git::LocalRepo` (the head's files), `manifest::render`, `k8s::Cluster` (dry-run, get,
+//! owned objects) and `plan` through [`super::compute::compare`].
 
 use std::collections::BTreeSet;
 

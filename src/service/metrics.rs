@@ -265,7 +265,7 @@ impl Metrics {
         }
     }
 
-    /// A pass of `env` failed for a reason that may pass (`stage`: one of [`STAGES`]) and will be
+    /// A pass of `env` failed for a reason that may pass (`stage`: one of `STAGES`) and will be
     /// retried with the same commit.
     pub fn transient_retry(&self, env: &str, stage: &str) {
         self.transient_retries
