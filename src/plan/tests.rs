@@ -283,9 +283,11 @@ fn docs(parts: &[&str]) -> String {
     parts.join("---\n")
 }
 
-/// (what changes, base documents, head documents, what both must say)
-fn corpus() -> Vec<(&'static str, String, String, usize)> {
-    let cm_no_ns = CM.replace("  namespace: apps\n", "");
+/// (what changes, base documents, head documents, how many changes both must report)
+type Case = (&'static str, String, String, usize);
+
+/// Changes to fields and to the set of objects.
+fn content_cases() -> Vec<Case> {
     vec![
         ("nothing", docs(&[CM, DEPLOY]), docs(&[CM, DEPLOY]), 0),
         (
@@ -323,6 +325,13 @@ fn corpus() -> Vec<(&'static str, String, String, usize)> {
             docs(&[&DEPLOY.replace("[--a, --b]", "[--b, --a]")]),
             1,
         ),
+    ]
+}
+
+/// Changes to identity: namespaces, API versions, how values are written.
+fn identity_cases() -> Vec<Case> {
+    let cm_no_ns = CM.replace("  namespace: apps\n", "");
+    vec![
         (
             "the default namespace written out",
             docs(&[&cm_no_ns]),
@@ -338,7 +347,10 @@ fn corpus() -> Vec<(&'static str, String, String, usize)> {
         (
             "a namespace on a cluster-scoped kind",
             docs(&[ROLE, NAMESPACE]),
-            docs(&[&ROLE.replace("name: reader}", "name: reader, namespace: apps}"), NAMESPACE]),
+            docs(&[
+                &ROLE.replace("name: reader}", "name: reader, namespace: apps}"),
+                NAMESPACE,
+            ]),
             0,
         ),
         (
@@ -361,8 +373,12 @@ fn corpus() -> Vec<(&'static str, String, String, usize)> {
         ),
         (
             "a Secret value",
-            docs(&["apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: a}\n"]),
-            docs(&["apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: b}\n"]),
+            docs(&[
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: a}\n",
+            ]),
+            docs(&[
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: b}\n",
+            ]),
             1,
         ),
     ]
@@ -370,7 +386,7 @@ fn corpus() -> Vec<(&'static str, String, String, usize)> {
 
 #[test]
 fn the_daemon_and_a_preview_agree_on_every_change() {
-    for (what, base, head, expected) in corpus() {
+    for (what, base, head, expected) in content_cases().into_iter().chain(identity_cases()) {
         let (base, head) = (parse(&base), parse(&head));
         let daemon = daemon(&base, &head);
         let preview = preview(&base, &head);
