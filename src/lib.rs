@@ -33,6 +33,7 @@ pub mod manifest;
 pub mod plan;
 pub mod preview;
 pub mod reconcile;
+pub mod render;
 pub mod s3;
 pub mod service;
 pub mod status;

@@ -30,6 +30,7 @@ pub mod merge;
 mod notes;
 mod read;
 mod salvage;
+mod subtree;
 mod tree;
 mod url;
 mod watch;

@@ -1,0 +1,48 @@
+//! One revision's tree as the renderers see it: files under a folder, blob contents, folder ids.
+//!
+//! Kept small so that both the daemon's mirror and the preview's read-only repository can
+//! provide it. Synchronous (libgit2 blocks): async callers run it on the blocking pool.
+
+use std::sync::Arc;
+
+use crate::git::{GitError, Mirror, Oid, TreeFile};
+
+/// Reading a revision's tree failed. Never the commit's fault: retry later.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// Any other repository reader (e.g. the preview's).
+    #[error("reading {what} from {repo}: {message}")]
+    Read {
+        repo: String,
+        what: String,
+        message: String,
+    },
+}
+
+/// One revision's tree.
+pub trait Tree: Send + Sync {
+    /// All files under `dir` (`""` = root), recursively, with repository-relative paths; a
+    /// missing folder yields an empty list.
+    fn list_files(&self, dir: &str) -> Result<Vec<TreeFile>, TreeError>;
+    /// Contents of these blobs, in the same order.
+    fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, TreeError>;
+    /// The tree id of folder `dir` (`""` = root); `None` when it is not a folder here.
+    fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError>;
+}
+
+/// The mirror at one commit.
+impl Tree for (Arc<Mirror>, Oid) {
+    fn list_files(&self, dir: &str) -> Result<Vec<TreeFile>, TreeError> {
+        Ok(self.0.list_files(self.1, dir)?)
+    }
+
+    fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, TreeError> {
+        Ok(self.0.read_blobs(ids)?)
+    }
+
+    fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError> {
+        Ok(self.0.tree_id(self.1, dir)?)
+    }
+}
