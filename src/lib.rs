@@ -7,9 +7,10 @@
 //! - `config`: the host config, the operator's input: repository, credentials, environments.
 //! - `git` (fetch): the mirror of the config repository, trees and diffs at a revision, notes;
 //!   the only user of libgit2.
-//! - `render` (render): an environment folder at a revision → objects: plain YAML in-process,
-//!   Kustomize and Helm in a sandbox.
-//! - `manifest` (render's output): the typed desired state: objects, their identities, sources.
+//! - `render` (render): a folder with a kustomization → objects, through the pinned `kustomize`
+//!   and `helm` in a sandbox, re-run only when its inputs' trees changed.
+//! - `manifest` (render): the typed desired state (objects, identities, sources) and the
+//!   renderer of plain-YAML folders.
 //! - `schema` (validate): path-tracking field checks shared by the bucket spec and the host config.
 //! - `plan` (plan): what differs between two versions of an object, the one comparison the daemon
 //!   and previews share.
@@ -23,7 +24,7 @@
 //! - `service` (shell): systemd notify and watchdog, signals, metrics and health endpoints.
 //!
 //! Pure modules (`manifest`, `plan`, `status`, the preview's report) never do I/O; the effects
-//! (`git`, `k8s`, `s3`) are the only ones that touch the outside world.
+//! (`git`, `render`'s sandbox, `k8s`, `s3`) are the only ones that touch the outside world.
 #![forbid(unsafe_code)]
 
 pub mod config;

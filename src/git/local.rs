@@ -73,6 +73,17 @@ impl LocalRepo {
         self.reader().changed_files(from, to, dir)
     }
 
+    /// The id of the tree at `dir` in commit `rev`; `None` when it is not a folder there.
+    pub fn tree_id(&self, rev: Oid, dir: &str) -> Result<Option<Oid>, GitError> {
+        self.reader().tree_id(rev, dir)
+    }
+
+    /// Contents of the blobs with these ids, in the same order.
+    pub fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, GitError> {
+        let r = self.reader();
+        ids.iter().map(|id| r.blob(*id)).collect()
+    }
+
     /// The content of the blob `id`.
     pub fn blob(&self, id: Oid) -> Result<Vec<u8>, GitError> {
         self.reader().blob(id)

@@ -30,7 +30,6 @@ pub mod merge;
 mod notes;
 mod read;
 mod salvage;
-mod subtree;
 mod tree;
 mod url;
 mod watch;

@@ -61,6 +61,12 @@ impl Mirror {
         self.read(|r| r.list_files(rev, dir))
     }
 
+    /// The id of the tree at `dir` in commit `rev` (`""` = the root tree); `None` when `dir`
+    /// does not exist there or is not a folder (used by the renderers' input tracking).
+    pub fn tree_id(&self, rev: Oid, dir: &str) -> Result<Option<Oid>, GitError> {
+        self.read(|r| r.tree_id(rev, dir))
+    }
+
     /// Content of the blob at `path` in `rev` (a symlink yields its target); `None` if the
     /// path does not exist or is not a blob.
     pub fn read_blob(&self, rev: Oid, path: &str) -> Result<Option<Vec<u8>>, GitError> {

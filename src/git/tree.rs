@@ -181,6 +181,12 @@ impl<'r> Reader<'r> {
         Ok(Some(tree))
     }
 
+    /// The id of the tree at `dir` in commit `rev` (`""` = the root tree); `None` when `dir`
+    /// does not exist there or is not a folder. Equal ids: nothing under `dir` changed.
+    pub(super) fn tree_id(&self, rev: Oid, dir: &str) -> Result<Option<Oid>, GitError> {
+        Ok(self.subtree(rev, &normalize_dir(dir))?.map(|t| t.id()))
+    }
+
     /// Names of the folders directly under `dir` at `rev`, sorted.
     pub(super) fn subdirs(&self, rev: Oid, dir: &str) -> Result<Vec<String>, GitError> {
         let Some(tree) = self.subtree(rev, &normalize_dir(dir))? else {
