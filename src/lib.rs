@@ -36,6 +36,7 @@ pub mod preview;
 pub mod reconcile;
 pub mod render;
 pub mod s3;
+pub mod schema;
 pub mod service;
 pub mod status;
 

@@ -110,6 +110,10 @@ pub struct Record {
     /// Changes found in the cluster by hand (the most recent [`MAX_DRIFT_ENTRIES`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
+    /// The renderer that produced this commit's objects (e.g. `kustomize v5.8.2 + helm v4.3.1`);
+    /// absent for plain YAML folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renderer: Option<String>,
     pub version: String,
 }
 
@@ -159,6 +163,7 @@ impl Record {
             messages: Vec::new(),
             applied: None,
             drift: Vec::new(),
+            renderer: None,
             version: crate::VERSION.to_string(),
         }
     }

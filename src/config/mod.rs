@@ -1,6 +1,11 @@
 //! Host configuration: what the operator owns. The config repository says *what*; only this file
 //! says *where* and *with which credentials*. This module is the only reader of environment
 //! variables (`${NAME}` references in the config, and the log filter).
+//!
+//! Owns loading (`${NAME}` expansion, YAML with serde enforcing the schema), the semantic checks
+//! (`checks`, through `crate::schema::Checker`, each problem with its key path and line), and
+//! reading credential files. May call `crate::schema`, `crate::git` (URL redaction, the auth
+//! type) and `crate::s3` (the settings type it builds); nothing that touches the network.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,9 +14,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::git::GitAuth;
+use crate::schema::{Checker, Lines};
 
 mod checks;
 
+pub use crate::schema::Problem;
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
 
 /// Default notes ref for outcomes.
@@ -59,19 +66,6 @@ impl std::fmt::Display for Problems {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// e.g. `environments[1].kubernetes.kubeconfig`, or `line 12` for syntax errors.
-    pub key: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
@@ -93,6 +87,23 @@ pub struct HostConfig {
     pub environments: Vec<EnvironmentConfig>,
     #[serde(default)]
     pub previews: Option<PreviewConfig>,
+    /// The binaries that render Kustomize environments (pinned by the operator, not the pushers).
+    #[serde(default)]
+    pub renderers: RenderersConfig,
+}
+
+/// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at
+/// start (a repository that needs a missing one fails with a clear message).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderersConfig {
+    pub kustomize: Option<PathBuf>,
+    pub helm: Option<PathBuf>,
+    /// How long one `kustomize build` may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Where the private render directories are made (the system temporary directory when unset).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +299,11 @@ fn default_preview_notes_ref() -> String {
     "refs/notes/gitopsd-preview".to_string()
 }
 
+/// The `PATH` renderer binaries are looked up on when the host config names none.
+pub fn search_path() -> Option<std::ffi::OsString> {
+    std::env::var_os("PATH")
+}
+
 /// The log filter (`GITOPSD_LOG`, then `RUST_LOG`, default `info`).
 pub fn log_filter() -> String {
     std::env::var("GITOPSD_LOG")
@@ -318,7 +334,8 @@ fn expand_env(text: &str, problems: &mut Vec<Problem>) -> String {
             match std::env::var(name) {
                 Ok(value) => out.push_str(&value),
                 Err(_) => problems.push(Problem {
-                    key: format!("line {}", index + 1),
+                    key: String::new(),
+                    line: Some(index as u64 + 1),
                     message: format!("environment variable {name} is not set"),
                 }),
             }
@@ -354,11 +371,14 @@ impl HostConfig {
             let message = e.without_snippet().to_string();
             let message = message.lines().next().unwrap_or("invalid YAML").to_string();
             invalid(vec![Problem {
-                key: format!("line {line}"),
+                key: String::new(),
+                line: Some(line),
                 message,
             }])
         })?;
-        let problems = config.problems();
+        let mut checker = Checker::with_lines(Lines::from_yaml(&text));
+        config.check(&mut checker);
+        let problems = checker.into_problems();
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -485,6 +505,24 @@ mod tests {
         ] {
             assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
         }
+    }
+
+    #[test]
+    fn problems_name_the_line_of_their_key() {
+        let err = load(
+            "repository: {url: /srv/infra.git}\nstate_dir: /s\nenvironments:\n  - name: dev\n    path: d\n    kubernetes: {}\n    health:\n      timeout: 0s\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let p = &problems.0[0];
+        assert_eq!(p.key, "environments[0].health.timeout");
+        assert_eq!(p.line, Some(8));
+        assert_eq!(
+            p.to_string(),
+            "line 8: environments[0].health.timeout: must be greater than zero"
+        );
     }
 
     #[test]

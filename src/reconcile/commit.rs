@@ -116,14 +116,10 @@ impl EnvWorker {
         if git(mirror, move |m| m.commit_info(last_oid)).await.is_err() {
             return Ok(None);
         }
-        let mut folders = vec![self.cfg.path.clone()];
-        if let Ok(p) = self.prepare(mirror, head).await {
-            folders.extend(
-                p.buckets
-                    .values()
-                    .filter_map(|b| b.objects.as_ref().map(|o| o.source.clone())),
-            );
-        }
+        let folders = match self.prepare(mirror, head).await {
+            Ok(p) => p.source_folders(&self.cfg.path),
+            Err(_) => vec![self.cfg.path.clone()],
+        };
         for folder in folders {
             if source::folder_changed(mirror, Some(last_oid), head, &folder).await? {
                 return Ok(None);
@@ -246,9 +242,11 @@ impl EnvWorker {
                 .map(|(_, spec)| spec.clone())
                 .collect());
         }
-        let before = match source::render_full(mirror, previous, &self.cfg.path).await {
-            Ok(state) => state,
+        let path = &self.cfg.path;
+        let before = match source::render_env(mirror, previous, path, &self.rendering, None).await {
+            Ok(rendered) => rendered.state,
             Err(source::RenderFailure::Git(e)) => return Err(e.into()),
+            Err(source::RenderFailure::Renderer(e)) => return Err(e.into()),
             // What no longer renders cannot be compared; nothing is deleted on its account.
             Err(source::RenderFailure::Invalid(_)) => return Ok(Vec::new()),
         };

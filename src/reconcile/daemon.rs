@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::source::git;
+use super::source::{Rendering, git};
 use super::{EnvWorker, ReconcileError, S3Target, Step};
 use crate::config::HostConfig;
 use crate::git::{Mirror, MirrorOptions, Oid};
@@ -49,6 +49,13 @@ pub async fn build_workers(
     metrics: Option<Arc<Metrics>>,
 ) -> Result<Vec<EnvWorker>, ReconcileError> {
     let mut workers = Vec::new();
+    let rendering = Rendering::from_config(&config.renderers)
+        .await
+        .map_err(|e| ReconcileError::Setup {
+            env: only.unwrap_or("*").to_string(),
+            message: e.to_string(),
+        })?;
+    let rendering = Arc::new(rendering);
     for env in &config.environments {
         if only.is_some_and(|name| name != env.name) {
             continue;
@@ -70,13 +77,10 @@ pub async fn build_workers(
             }
             None => None,
         };
-        workers.push(EnvWorker::new(
-            env.clone(),
-            config.instance(),
-            cluster,
-            s3,
-            metrics.clone(),
-        ));
+        let mut worker =
+            EnvWorker::new(env.clone(), config.instance(), cluster, s3, metrics.clone());
+        worker.render_with(Arc::clone(&rendering));
+        workers.push(worker);
     }
     if let Some(name) = only
         && workers.is_empty()

@@ -95,13 +95,7 @@ impl EnvWorker {
         let timeout = self.cfg.health.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let follow = supersede.and_then(|m| Some((self.heads.clone()?, Arc::clone(m))));
-        let mut dirs = vec![self.cfg.path.clone()];
-        dirs.extend(
-            p.buckets
-                .values()
-                .filter_map(|b| b.objects.as_ref().map(|o| o.source.clone())),
-        );
-        let newer = newer_head(follow, p.commit, dirs);
+        let newer = newer_head(follow, p.commit, p.source_folders(&self.cfg.path));
         tokio::pin!(newer);
         if let Some(cache) = &self.live {
             let keys: Vec<(ObjectKey, live::Awaited)> = p

@@ -51,6 +51,9 @@ pub enum ReconcileError {
     Kube(#[from] KubeError),
     #[error(transparent)]
     S3(#[from] S3Error),
+    /// The renderer could not run or read its tree (never an invalid commit's fault).
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderFailure),
     #[error("environment {env}: {message}")]
     Setup { env: String, message: String },
     /// A shutdown cut a health wait short: no verdict is recorded; the step is redone on the
@@ -67,6 +70,7 @@ impl ReconcileError {
             ReconcileError::Git(e) => e.is_transient(),
             ReconcileError::Kube(e) => e.is_transient(),
             ReconcileError::S3(e) => e.is_transient(),
+            ReconcileError::Render(e) => render_transient(e),
             ReconcileError::Setup { .. } | ReconcileError::Interrupted { .. } => false,
         }
     }
@@ -77,9 +81,20 @@ impl ReconcileError {
             ReconcileError::Git(_) => "git",
             ReconcileError::Kube(_) => "kubernetes",
             ReconcileError::S3(_) => "s3",
+            ReconcileError::Render(_) => "render",
             ReconcileError::Setup { .. } => "setup",
             ReconcileError::Interrupted { .. } => "shutdown",
         }
+    }
+}
+
+/// A missing or broken renderer binary needs the operator; the rest passes.
+fn render_transient(e: &crate::render::RenderFailure) -> bool {
+    use crate::render::{HostError, RenderFailure, TreeError};
+    match e {
+        RenderFailure::Tree(TreeError::Git(e)) => e.is_transient(),
+        RenderFailure::Host(HostError::MissingBinary { .. } | HostError::Binary { .. }) => false,
+        RenderFailure::Invalid(_) | RenderFailure::Tree(_) | RenderFailure::Host(_) => true,
     }
 }
 
@@ -136,8 +151,12 @@ pub struct EnvWorker {
     live: Option<LiveCache>,
     /// Whether the kinds of objects owned from earlier runs are watched yet.
     inventoried: bool,
+    /// How folders are rendered (the host's kustomize and helm).
+    rendering: Arc<source::Rendering>,
     /// The last prepared commit (disposable cache).
     prepared: Option<Arc<prepare::Prepared>>,
+    /// The renderer that last rendered (or refused) a commit with kustomize, for its note.
+    last_renderer: Option<(Oid, String)>,
     /// The buckets of the commit prepared before it (a new commit's or a rollback's
     /// predecessor), to find buckets that left the repository without rendering it again.
     earlier_buckets: Option<(
@@ -182,7 +201,9 @@ impl EnvWorker {
             metrics,
             live,
             inventoried: false,
+            rendering: Arc::default(),
             prepared: None,
+            last_renderer: None,
             earlier_buckets: None,
             synced: Synced::new(),
             reported_drift: BTreeSet::new(),
@@ -191,6 +212,19 @@ impl EnvWorker {
             heartbeat: None,
             watches,
         }
+    }
+
+    /// Renders Kustomize environments with these binaries (none by default).
+    pub fn render_with(&mut self, rendering: Arc<source::Rendering>) {
+        self.rendering = rendering;
+    }
+
+    /// The renderer that produced `commit`'s objects, when this worker rendered it.
+    fn renderer_of(&self, commit: Oid) -> Option<String> {
+        self.last_renderer
+            .as_ref()
+            .filter(|(c, _)| *c == commit)
+            .map(|(_, r)| r.clone())
     }
 
     pub fn name(&self) -> &str {

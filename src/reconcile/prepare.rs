@@ -8,7 +8,7 @@ use kube::core::ApiResource;
 
 use super::decide::Wanted;
 use super::record::render_errors;
-use super::source::{self, RenderFailure};
+use super::source::{self, Earlier, EnvRender, Kustomized, RenderFailure};
 use super::{EnvWorker, ReconcileError};
 use crate::git::{Mirror, Oid};
 use crate::k8s::managed;
@@ -28,9 +28,27 @@ pub struct Prepared {
     /// The kinds to watch.
     pub resources: Vec<ApiResource>,
     pub buckets: BTreeMap<ObjectKey, BucketSpec>,
+    /// What a Kustomize render read and ran (none for a plain folder).
+    pub kustomized: Option<Kustomized>,
 }
 
 impl Prepared {
+    /// Every folder this render read: the environment's, a Kustomize build's bases, components
+    /// and charts, and the buckets' object sources. A head that changes none of them renders
+    /// the same.
+    pub fn source_folders(&self, env_path: &str) -> Vec<String> {
+        let mut folders = vec![env_path.to_string()];
+        if let Some(k) = &self.kustomized {
+            folders.extend(k.inputs.folders().map(|(dir, _)| dir.to_string()));
+        }
+        folders.extend(
+            self.buckets
+                .values()
+                .filter_map(|b| b.objects.as_ref().map(|o| o.source.clone())),
+        );
+        folders
+    }
+
     /// Keys (as written) of the unresolved objects, in live form where the namespace is known.
     pub fn unresolved_keys(&self, default_namespace: &str) -> HashSet<ObjectKey> {
         self.unresolved
@@ -72,34 +90,42 @@ impl EnvWorker {
         {
             return Ok(Arc::clone(p));
         }
-        let state = match self.render(mirror, commit).await {
-            Ok(state) => state,
+        let rendered = match self.render(mirror, commit).await {
+            Ok(rendered) => rendered,
             Err(RenderFailure::Git(e)) => return Err(PrepareFailure::Effect(e.into())),
+            Err(RenderFailure::Renderer(e)) => return Err(PrepareFailure::Effect(e.into())),
             Err(RenderFailure::Invalid(errors)) => {
+                if source::is_kustomize(mirror, commit, &self.cfg.path)
+                    .await
+                    .unwrap_or(false)
+                {
+                    let renderer = self.rendering.renderers.describe(false);
+                    self.last_renderer = Some((commit, renderer));
+                }
                 return Err(PrepareFailure::Invalid(render_errors(&errors)));
             }
         };
-        let buckets = self.parse_buckets(&state)?;
-        let prepared = Arc::new(self.resolve(commit, state, buckets).await?);
+        if let Some(k) = &rendered.kustomized {
+            self.last_renderer = Some((commit, k.renderer.clone()));
+        }
+        let buckets = self.parse_buckets(&rendered.state)?;
+        let mut prepared = self.resolve(commit, rendered.state, buckets).await?;
+        prepared.kustomized = rendered.kustomized;
+        let prepared = Arc::new(prepared);
         if let Some(old) = self.prepared.replace(Arc::clone(&prepared)) {
             self.earlier_buckets = Some((old.commit, old.buckets.clone()));
         }
         Ok(prepared)
     }
 
-    /// Renders `commit`, re-reading only the files changed since the last prepared commit.
-    async fn render(
-        &self,
-        mirror: &Arc<Mirror>,
-        commit: Oid,
-    ) -> Result<Arc<DesiredState>, RenderFailure> {
-        let dir = &self.cfg.path;
-        if let Some(p) = &self.prepared {
-            let (state, _) =
-                source::render_changed(mirror, p.commit, &p.state, commit, dir).await?;
-            return Ok(Arc::new(state));
-        }
-        Ok(Arc::new(source::render_full(mirror, commit, dir).await?))
+    /// Renders `commit`, reusing what the last prepared commit read where it did not change.
+    async fn render(&self, mirror: &Arc<Mirror>, commit: Oid) -> Result<EnvRender, RenderFailure> {
+        let earlier = self.prepared.as_ref().map(|p| Earlier {
+            commit: p.commit,
+            state: &p.state,
+            kustomized: p.kustomized.as_ref(),
+        });
+        source::render_env(mirror, commit, &self.cfg.path, &self.rendering, earlier).await
     }
 
     fn parse_buckets(
@@ -152,6 +178,7 @@ impl EnvWorker {
             unresolved: Vec::new(),
             resources: Vec::new(),
             buckets,
+            kustomized: None,
         };
         let Some(cluster) = &self.cluster else {
             return Ok(p);

@@ -70,7 +70,10 @@ impl EnvWorker {
         record: &Record,
     ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
-        let record = record.clone();
+        let mut record = record.clone();
+        if record.renderer.is_none() {
+            record.renderer = self.renderer_of(commit);
+        }
         let retries = git(mirror, move |m| {
             m.update_note(commit, &|existing| {
                 status::merge_section(existing, &env, &record)

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::config::RenderersConfig;
 use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid};
 use crate::manifest::{
     self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError,
 };
+use crate::render::{self, Inputs, Limits, RendererPaths, Renderers, Tree};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
 
 /// Runs a blocking git operation on the blocking pool.
@@ -23,13 +25,143 @@ where
     }
 }
 
-/// Rendering failed: either the content is invalid, or git could not be read.
+/// Rendering failed: either the content is invalid, or git could not be read, or the
+/// renderer could not run (a host problem: retried, never the commit's fault).
 #[derive(Debug, thiserror::Error)]
 pub enum RenderFailure {
     #[error("{} render errors", .0.len())]
     Invalid(Vec<RenderError>),
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error(transparent)]
+    Renderer(render::RenderFailure),
+}
+
+impl From<render::RenderFailure> for RenderFailure {
+    fn from(e: render::RenderFailure) -> Self {
+        match e {
+            render::RenderFailure::Invalid(errors) => RenderFailure::Invalid(errors),
+            render::RenderFailure::Tree(render::TreeError::Git(e)) => RenderFailure::Git(e),
+            other => RenderFailure::Renderer(other),
+        }
+    }
+}
+
+/// How this host renders environments: its renderer binaries and their limits.
+#[derive(Clone, Debug, Default)]
+pub struct Rendering {
+    pub renderers: Renderers,
+    pub limits: Limits,
+}
+
+impl Rendering {
+    /// Resolves the host config's `renderers:` (unset binaries from `PATH`).
+    pub async fn from_config(cfg: &RenderersConfig) -> Result<Rendering, render::HostError> {
+        let paths = RendererPaths {
+            kustomize: cfg.kustomize.clone(),
+            helm: cfg.helm.clone(),
+            scratch_dir: cfg.scratch_dir.clone(),
+        };
+        let search = crate::config::search_path();
+        let renderers = Renderers::resolve(&paths, search.as_deref()).await?;
+        let mut limits = Limits::default();
+        if let Some(t) = cfg.timeout {
+            limits.timeout = t;
+        }
+        Ok(Rendering { renderers, limits })
+    }
+}
+
+/// What a Kustomize render read and what ran it (absent for plain folders).
+#[derive(Clone, Debug)]
+pub struct Kustomized {
+    pub inputs: Inputs,
+    /// e.g. `kustomize v5.8.2 + helm v4.3.1`, recorded in the note.
+    pub renderer: String,
+}
+
+/// One environment's desired state at one revision.
+pub struct EnvRender {
+    pub state: Arc<DesiredState>,
+    pub kustomized: Option<Kustomized>,
+}
+
+/// The render of an earlier revision, reused where nothing it read changed.
+pub struct Earlier<'a> {
+    pub commit: Oid,
+    pub state: &'a Arc<DesiredState>,
+    pub kustomized: Option<&'a Kustomized>,
+}
+
+/// Renders environment folder `dir` at `rev`: with kustomize when it holds a kustomization
+/// (skipped when none of the folders the earlier build read changed), else as plain YAML
+/// (re-reading only the files changed since `earlier`).
+pub async fn render_env(
+    mirror: &Arc<Mirror>,
+    rev: Oid,
+    dir: &str,
+    rendering: &Rendering,
+    earlier: Option<Earlier<'_>>,
+) -> Result<EnvRender, RenderFailure> {
+    let tree: Arc<dyn Tree> = Arc::new((Arc::clone(mirror), rev));
+    if !is_kustomize(mirror, rev, dir).await? {
+        let state = match earlier {
+            Some(e) if e.kustomized.is_none() => {
+                render_changed(mirror, e.commit, e.state, rev, dir).await?.0
+            }
+            _ => render_full(mirror, rev, dir).await?,
+        };
+        return Ok(EnvRender {
+            state: Arc::new(state),
+            kustomized: None,
+        });
+    }
+    if let Some(e) = earlier
+        && let Some(k) = e.kustomized
+    {
+        let inputs = k.inputs.clone();
+        let t = Arc::clone(&tree);
+        let changed = tokio::task::spawn_blocking(move || inputs.changed(t.as_ref()))
+            .await
+            .map_err(|e| GitError::InvalidConfig {
+                message: format!("git task failed: {e}"),
+            })?
+            .map_err(render::RenderFailure::from)?;
+        if !changed {
+            return Ok(EnvRender {
+                state: Arc::clone(e.state),
+                kustomized: Some(k.clone()),
+            });
+        }
+    }
+    let r = render::render_kustomize(tree, dir, &rendering.renderers, &rendering.limits).await?;
+    tracing::info!(dir = %dir, commit = %rev, objects = r.state.len(), elapsed_ms = r.elapsed.as_millis() as u64, renderer = %r.renderer, "rendered with kustomize");
+    Ok(EnvRender {
+        state: Arc::new(r.state),
+        kustomized: Some(Kustomized {
+            inputs: r.inputs,
+            renderer: r.renderer,
+        }),
+    })
+}
+
+/// Whether `dir` holds a kustomization at `rev` (three small lookups, no listing).
+pub async fn is_kustomize(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<bool, GitError> {
+    let dir = dir.trim_matches('/').to_string();
+    git(mirror, move |m| {
+        for name in render::KUSTOMIZATION_NAMES {
+            let path = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            if m.read_blob(rev, &path)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
 }
 
 /// Renders an environment folder at `rev` from scratch.

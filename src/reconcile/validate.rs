@@ -205,7 +205,10 @@ impl EnvWorker {
             return messages;
         }
         let restored = match previous {
-            Some(prev) => source::render_full(mirror, prev, &self.cfg.path).await.ok(),
+            Some(prev) => source::render_env(mirror, prev, &self.cfg.path, &self.rendering, None)
+                .await
+                .ok()
+                .map(|r| r.state),
             None => None,
         };
         let Some(restored) = restored else {

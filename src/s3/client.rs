@@ -1,7 +1,16 @@
-//! The S3 client a host config describes: credentials, endpoint, retries, and an optional
-//! request log (tests and benchmarks count calls with it).
+//! The S3 client a host config describes: credentials, endpoint, retries, and an optional request
+//! log (tests and benchmarks count calls with it). May call the AWS SDK and its config loader (the
+//! default credential chain); nothing else of gitopsd.
 
-use super::*;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, Region, RuntimeComponents};
+
+use super::error;
 
 /// Host-config side of S3 access (built by the config module).
 #[derive(Clone, Default)]

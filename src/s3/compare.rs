@@ -1,7 +1,13 @@
 //! Comparing buckets with their specs: the read-back health check, and the pure diff of two
-//! specs (previews).
+//! specs (previews). May call `s3::live` (health reads) and `crate::plan` (YAML text).
 
-use super::*;
+use aws_sdk_s3::Client;
+
+use super::plan::FieldChange;
+use super::{
+    BucketConfig, BucketSpec, Field, Owner, S3Error, effective_region, owner, read_live,
+    region_matches,
+};
 use crate::plan::to_yaml;
 
 /// A bucket configuration as YAML (plan diffs).
@@ -50,7 +56,7 @@ pub async fn check_health(
     }
     for field in spec.config.fields() {
         if live.unsupported.contains(&field) {
-            if field != Field::PublicAccessBlock || spec.public_access_block_explicit {
+            if !spec.is_defaulted(field) {
                 problems.push(format!("{}: not implemented by the server", field.name()));
             }
             continue;

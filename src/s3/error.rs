@@ -1,6 +1,7 @@
 //! Errors of the S3 layer: every one names the bucket, the S3 call and (where there is one) the
 //! object key, and says whether retrying may help. Messages are scrubbed of anything that looks
-//! like a credential or a presigned URL before they are stored.
+//! like a credential or a presigned URL before they are stored. May call only the SDK's error
+//! types.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 

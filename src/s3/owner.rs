@@ -2,13 +2,16 @@
 //! keep it away from buckets it did not create (no silent adoption, no deletion of someone else's).
 //!
 //! The tags live beside the spec's own `tags`: merged into every tagging write, stripped from every
-//! read, so they are never a difference and never removed by a tags update.
+//! read, so they are never a difference and never removed by a tags update. May call the S3 SDK
+//! (through `s3::sections::tags` and `s3::apply`'s CreateBucket) for a new bucket only.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::Client;
 
-use super::{ApplyReport, BucketConfig, BucketSpec, Field, S3Error, live};
+use super::sections::tags::TagsSection;
+use super::sections::{Section, WriteContext, read_tag_set};
+use super::{ApplyReport, BucketConfig, BucketSpec, Field, S3Error, apply};
 
 /// Tag naming the gitopsd instance (host config `instance:`) that owns the bucket.
 pub const INSTANCE_TAG: &str = "gitopsd.dev/instance";
@@ -87,19 +90,20 @@ pub(super) async fn create_owned(
     report: &mut ApplyReport,
 ) -> Result<bool, S3Error> {
     let bucket = spec.name.as_str();
-    if !super::create_bucket(rclient, bucket, &super::effective_region(client, spec)).await? {
-        let mut tags = live::read_tag_set(rclient, bucket).await?;
+    if !apply::create_bucket(rclient, bucket, &super::effective_region(client, spec)).await? {
+        let mut tags = read_tag_set(rclient, bucket).await?;
         let ownership = tags.as_mut().map(take_ownership_tags);
         owner.check(bucket, ownership.as_ref())?;
         return Ok(false);
     }
     report.write_calls += 1;
     report.created = true;
-    let tagged = BucketConfig {
-        tags: Some(owner.merged(spec.config.tags.as_ref())),
-        ..BucketConfig::default()
+    let tags = owner.merged(spec.config.get::<TagsSection>());
+    let ctx = WriteContext {
+        desired: &BucketConfig::default(),
+        new_bucket: true,
     };
-    if let Err(e) = live::write_field(rclient, bucket, &tagged, Field::Tags, true).await {
+    if let Err(e) = TagsSection::write(rclient, bucket, &tags, &ctx).await {
         // An untagged bucket would not be ours on the next attempt: remove the empty new bucket so
         // a retry starts from scratch.
         match rclient.delete_bucket().bucket(bucket).send().await {

@@ -1,6 +1,7 @@
 //! Unit tests of bucket planning and spec diffs (no S3 server).
 use super::*;
 use crate::manifest::parse_file;
+use sections::versioning::VersioningSection;
 
 fn spec(body: &str) -> BucketSpec {
     let yaml = format!(
@@ -55,7 +56,7 @@ fn diff_specs_shows_changed_fields_only() {
 fn diff_text_is_a_unified_diff_with_objects() {
     let desired = spec("  name: my-bucket\n  versioning: Enabled\n");
     let mut live = desired.config.clone();
-    live.versioning = Some(VersioningStatus::Suspended);
+    live.set::<VersioningSection>(VersioningStatus::Suspended);
     let plan = BucketPlan {
         bucket: "my-bucket".into(),
         action: BucketAction::Update,

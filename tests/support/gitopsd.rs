@@ -335,8 +335,10 @@ impl Gitopsd {
             ),
         };
         let mut text = format!(
-            "{repository}state_dir: {}\nlisten: 127.0.0.1:0\nshutdown_grace: 5s\nenvironments:\n",
-            d.join("state").display()
+            "{repository}state_dir: {}\nlisten: 127.0.0.1:0\nshutdown_grace: 5s\nrenderers:\n  kustomize: {}\n  helm: {}\nenvironments:\n",
+            d.join("state").display(),
+            tb.env("GITOPSD_TEST_KUSTOMIZE"),
+            tb.env("GITOPSD_TEST_HELM"),
         );
         for env in envs {
             text.push_str(&env.yaml(&tb.kubeconfig_path()));
