@@ -1,6 +1,30 @@
 //! gitopsd: keeps Kubernetes environments and S3 buckets equal to a git branch and records every
-//! outcome as a git note. Pure core (`manifest`, `plan`, `status`, `preview`) is separate from the
-//! effects (`git`, `k8s`, `s3`) that touch the outside world.
+//! outcome as a git note.
+//!
+//! The modules, in the order data flows through them (fetch → render → validate → plan → apply →
+//! health → record), then the shell around them:
+//!
+//! - `config`: the host config, the operator's input: repository, credentials, environments.
+//! - `git` (fetch): the mirror of the config repository, trees and diffs at a revision, notes;
+//!   the only user of libgit2.
+//! - `render` (render): a folder with a kustomization → objects, through the pinned `kustomize`
+//!   and `helm` in a sandbox, re-run only when its inputs' trees changed.
+//! - `manifest` (render): the typed desired state (objects, identities, sources) and the
+//!   renderer of plain-YAML folders.
+//! - `schema` (validate): path-tracking field checks shared by the bucket spec and the host config.
+//! - `plan` (plan): what differs between two versions of an object, the one comparison the daemon
+//!   and previews share.
+//! - `k8s` (validate, apply, health): discovery, server-side dry-run and apply, prune, the
+//!   watch-fed live cache and health rules.
+//! - `s3` (apply, health): bucket configuration and object sync through the S3 API.
+//! - `status` (record): note records per commit and environment: format, parse, merge.
+//! - `reconcile`: the stages above as one pass per environment (decide, prepare, validate,
+//!   apply, health, rollback, record) and the scheduler that runs them.
+//! - `preview`: the same flow without applying, for a pull request: Markdown or JSON.
+//! - `service` (shell): systemd notify and watchdog, signals, metrics and health endpoints.
+//!
+//! Pure modules (`manifest`, `plan`, `status`, the preview's report) never do I/O; the effects
+//! (`git`, `render`'s sandbox, `k8s`, `s3`) are the only ones that touch the outside world.
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -1,4 +1,5 @@
-//! gitopsd command line: parses arguments, sets up logging, and runs one command.
+//! gitopsd command line: parses arguments, sets up logging, runs one command and maps its
+//! result to an exit code. Owns nothing else; calls `config`, `reconcile`, `preview`, `status`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -126,44 +127,14 @@ fn load(path: &std::path::Path) -> anyhow::Result<HostConfig> {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Validate { config } => match HostConfig::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Validate { config } => Ok(validate(&config)),
         Command::Run { config: path } => {
             let config = load(&path)?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             reconcile::scheduler::run(path, config, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Once { config, env } => {
-            let config = load(&config)?;
-            let results = daemon::once(&config, env.as_deref()).await?;
-            let mut all = true;
-            for (env, result) in results {
-                match result {
-                    Ok(step) => {
-                        all &= step.converged();
-                        println!("{env}: {step:?}");
-                    }
-                    Err(e) => {
-                        all = false;
-                        println!("{env}: error: {e}");
-                    }
-                }
-            }
-            Ok(if all {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Once { config, env } => once(&load(&config)?, env.as_deref()).await,
         Command::Status { config, output } => {
             let config = load(&config)?;
             let report = daemon::status_report(&config).await?;
@@ -174,59 +145,102 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Retry { config, env, rev } => {
-            let config = load(&config)?;
-            config
-                .environment(&env)
-                .with_context(|| format!("no environment {env} in the host config"))?;
-            let mirror = daemon::open_mirror(&config).await?;
-            git(&mirror, |m| m.fetch()).await?;
-            let commit = resolve(&mirror, rev).await?;
-            if reconcile::retry(&mirror, &env, commit).await? {
-                println!("{env}: {commit} unpinned; the daemon will try it on its next pass");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("{env}: {commit} has no record in this environment; nothing to retry");
-                Ok(ExitCode::FAILURE)
-            }
-        }
+        Command::Retry { config, env, rev } => retry(&load(&config)?, &env, rev).await,
         Command::Adopt {
             config,
             env,
             from_instance,
             dry_run,
-        } => {
-            let config = load(&config)?;
-            let adopted = daemon::adopt(&config, &env, from_instance.as_deref(), dry_run).await?;
-            let verb = if dry_run { "would adopt" } else { "adopted" };
-            for object in &adopted {
-                println!("{verb} {object}");
-            }
-            println!(
-                "{env}: {verb} {} objects as instance {}",
-                adopted.len(),
-                config.instance()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => adopt(&load(&config)?, &env, from_instance.as_deref(), dry_run).await,
         Command::Preview(args) => Ok(ExitCode::from(gitopsd::preview::run_cli(args).await?)),
-        Command::Rollback { config, env, to } => {
-            let config = load(&config)?;
-            let mirror = daemon::open_mirror(&config).await?;
-            git(&mirror, |m| m.fetch()).await?;
-            let commit = resolve(&mirror, to).await?;
-            let mut workers = daemon::build_workers(&config, Some(&env), None).await?;
-            let worker = workers.first_mut().context("no such environment")?;
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let step = worker.manual_rollback(&mirror, commit, &cancel).await?;
-            println!("{env}: {step:?}");
-            Ok(if step.converged() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+        Command::Rollback { config, env, to } => rollback(&load(&config)?, &env, to).await,
+    }
+}
+
+fn exit_code(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn validate(config: &std::path::Path) -> ExitCode {
+    match HostConfig::load(config) {
+        Ok(_) => {
+            println!("{}: ok", config.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn once(config: &HostConfig, env: Option<&str>) -> anyhow::Result<ExitCode> {
+    let results = daemon::once(config, env).await?;
+    let mut all = true;
+    for (env, result) in results {
+        match result {
+            Ok(step) => {
+                all &= step.converged();
+                println!("{env}: {step:?}");
+            }
+            Err(e) => {
+                all = false;
+                println!("{env}: error: {e}");
+            }
+        }
+    }
+    Ok(exit_code(all))
+}
+
+async fn retry(config: &HostConfig, env: &str, rev: String) -> anyhow::Result<ExitCode> {
+    config
+        .environment(env)
+        .with_context(|| format!("no environment {env} in the host config"))?;
+    let mirror = daemon::open_mirror(config).await?;
+    git(&mirror, |m| m.fetch()).await?;
+    let commit = resolve(&mirror, rev).await?;
+    if reconcile::retry(&mirror, env, commit).await? {
+        println!("{env}: {commit} unpinned; the daemon will try it on its next pass");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{env}: {commit} has no record in this environment; nothing to retry");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn adopt(
+    config: &HostConfig,
+    env: &str,
+    from_instance: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let adopted = daemon::adopt(config, env, from_instance, dry_run).await?;
+    let verb = if dry_run { "would adopt" } else { "adopted" };
+    for object in &adopted {
+        println!("{verb} {object}");
+    }
+    println!(
+        "{env}: {verb} {} objects as instance {}",
+        adopted.len(),
+        config.instance()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rollback(config: &HostConfig, env: &str, to: String) -> anyhow::Result<ExitCode> {
+    let mirror = daemon::open_mirror(config).await?;
+    git(&mirror, |m| m.fetch()).await?;
+    let commit = resolve(&mirror, to).await?;
+    let mut workers = daemon::build_workers(config, Some(env), None).await?;
+    let worker = workers.first_mut().context("no such environment")?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let step = worker.manual_rollback(&mirror, commit, &cancel).await?;
+    println!("{env}: {step:?}");
+    Ok(exit_code(step.converged()))
 }
 
 async fn resolve(

@@ -1,4 +1,6 @@
-//! Note records: the outcome of each commit per environment, stored as git notes.
+//! Record: the outcome of each commit per environment, stored as git notes. Owns the record
+//! format (write, parse, merge of sections) and the status report; pure: writing and reading the
+//! notes is `git`'s. May call: nothing with I/O.
 //!
 //! One note per commit; inside it one section per environment. The body is YAML (so tools parse
 //! it) preceded by `#` summary lines (so `git log --notes=gitopsd` reads well). Sections of other

@@ -1,7 +1,7 @@
-//! Errors of the git module.
+//! Errors of the git module (transient vs permanent, see [`GitError::is_transient`]).
 //!
 //! Every variant names what it was about (path, ref, URL or object). URLs are always the
-//! sanitised form (no userinfo/password), see [`super::auth::redact_url`].
+//! sanitised form (no userinfo/password), see [`super::redact_url`].
 
 use std::path::PathBuf;
 
@@ -31,14 +31,14 @@ pub enum GitError {
     #[error("ref {name} not found in {url}")]
     MissingRef { name: String, url: String },
     /// A revision expression could not be resolved to a commit.
-    #[error("revision {rev:?} cannot be resolved to a commit in mirror {path}: {message}")]
+    #[error("revision {rev:?} cannot be resolved to a commit in repository {path}: {message}")]
     BadRevision {
         rev: String,
         path: PathBuf,
         message: String,
     },
     /// An object (commit, tree, blob) is missing or unreadable.
-    #[error("object {object} in mirror {path}: {message}")]
+    #[error("object {object} in repository {path}: {message}")]
     Object {
         object: String,
         path: PathBuf,
@@ -55,8 +55,8 @@ pub enum GitError {
     /// Another process (or `Mirror`) held the notes lock for longer than any notes update takes.
     #[error("notes lock {path} still held by another writer after {waited_secs}s")]
     NotesLocked { path: PathBuf, waited_secs: u64 },
-    /// Any other libgit2 failure on the local mirror.
-    #[error("git operation '{op}' on mirror {path} failed: {source}")]
+    /// Any other libgit2 failure on a local repository (the mirror or one opened in place).
+    #[error("git operation '{op}' on repository {path} failed: {source}")]
     Repo {
         op: &'static str,
         path: PathBuf,

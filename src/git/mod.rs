@@ -1,5 +1,8 @@
-//! Everything that touches git: a bare mirror of the config repository, reading trees at a
-//! revision, tree diffs, commit walks, and status notes (write-merge-push).
+//! Fetch: everything that touches git. Owns the bare mirror of the config repository (fetch,
+//! revisions, tree reads and diffs, commit walks, status notes with write-merge-push) and the
+//! read-only [`LocalRepo`] that previews open in place. Both read trees through one reader
+//! (`tree`); this is the only module that uses libgit2. May call: nothing else in the crate
+//! (it knows commits, files and bytes, not manifests).
 //!
 //! The API is synchronous (libgit2 blocks); async callers wrap calls in `spawn_blocking`.
 //! [`Mirror`] is `Send + Sync`: it stores paths and options and opens the repository per call.
@@ -13,35 +16,41 @@
 //! - `refs/heads/<branch>`: the branch, force-updated on every fetch (follows force-pushes);
 //!   `HEAD` points at it, so `resolve("HEAD~1")` works.
 //! - `refs/gitopsd/remote-notes`: the notes ref as last seen on the remote.
-//! - `refs/gitopsd/salvage-base`: only after re-creating a broken mirror, see [`salvage`].
+//! - `refs/gitopsd/salvage-base`: only after re-creating a broken mirror, see `salvage`.
 //! - `<notes_ref>` (e.g. `refs/notes/gitopsd`): the local view = remote notes plus notes not
-//!   yet pushed (see [`notes`]).
+//!   yet pushed (see `notes`).
 //! - extra refs (e.g. `refs/pull/*/head`) under their own names.
 
 pub mod auth;
-mod blobs;
 mod error;
+mod known_hosts;
+mod local;
 mod lock;
 pub mod merge;
 mod notes;
+mod read;
 mod salvage;
-mod subtree;
 mod tree;
+mod url;
 mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use git2::{AutotagOption, ConfigLevel, FetchOptions, FetchPrune, FileMode, Repository};
+use git2::{AutotagOption, ConfigLevel, FetchOptions, FetchPrune, Repository};
 
-pub use auth::{GitAuth, redact_url};
+pub use auth::GitAuth;
 pub use error::GitError;
 pub use git2::Oid;
+pub use local::LocalRepo;
 pub use lock::notes_lock_path;
+pub use tree::{ChangeKind, CommitInfo, FileChange, FileKind, FileSide, TreeFile};
+pub use url::redact_url;
 pub use watch::watch_local_refs;
 
-use auth::{CallbackState, RemoteKind, RemoteUrl};
+use auth::CallbackState;
+use url::{RemoteKind, RemoteUrl};
 
 /// Where the remote's notes ref is fetched to (kept apart from the local notes ref).
 pub(crate) const REMOTE_NOTES_REF: &str = "refs/gitopsd/remote-notes";
@@ -91,97 +100,6 @@ impl std::fmt::Debug for Mirror {
     }
 }
 
-/// A file in a tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TreeFile {
-    /// Repository-relative path, `/`-separated.
-    pub path: String,
-    pub kind: FileKind,
-    pub oid: Oid,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FileKind {
-    Blob,
-    Executable,
-    Symlink,
-    Submodule,
-}
-
-impl FileKind {
-    pub(crate) fn from_filemode(mode: i32) -> Option<FileKind> {
-        match mode {
-            0o100644 | 0o100664 | 0o100666 => Some(FileKind::Blob),
-            0o100755 => Some(FileKind::Executable),
-            0o120000 => Some(FileKind::Symlink),
-            0o160000 => Some(FileKind::Submodule),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn from_mode(mode: FileMode) -> Option<FileKind> {
-        match mode {
-            FileMode::Blob | FileMode::BlobGroupWritable => Some(FileKind::Blob),
-            FileMode::BlobExecutable => Some(FileKind::Executable),
-            FileMode::Link => Some(FileKind::Symlink),
-            FileMode::Commit => Some(FileKind::Submodule),
-            FileMode::Tree | FileMode::Unreadable => None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ChangeKind {
-    Added,
-    Modified,
-    Deleted,
-}
-
-/// One changed path. A type change (file ↔ symlink, mode change) is `Modified`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileChange {
-    pub path: String,
-    pub change: ChangeKind,
-    /// Kind of the new side, or of the old side if deleted.
-    pub kind: FileKind,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommitInfo {
-    pub id: Oid,
-    /// First line of the message.
-    pub summary: String,
-    /// `Name <email>` of the author.
-    pub author: String,
-    /// Committer time, unix seconds.
-    pub time: i64,
-}
-
-/// A repository-relative folder without `./`, leading or trailing slashes (`""` = root).
-pub(crate) fn normalize_dir(dir: &str) -> String {
-    let mut d = dir.trim();
-    while let Some(rest) = d.strip_prefix("./") {
-        d = rest;
-    }
-    let d = d.trim_matches('/');
-    if d == "." {
-        String::new()
-    } else {
-        d.to_string()
-    }
-}
-
-/// `dir/rest`, where either may be empty.
-pub(crate) fn join_path(dir: &str, rest: &str) -> String {
-    if dir.is_empty() {
-        rest.to_string()
-    } else if rest.is_empty() {
-        dir.to_string()
-    } else {
-        format!("{dir}/{rest}")
-    }
-}
-
 fn validate_options(opts: &MirrorOptions) -> Result<(), GitError> {
     let bad = |message: String| GitError::InvalidConfig { message };
     if opts.branch.is_empty()
@@ -223,7 +141,7 @@ impl Mirror {
     /// configured). A corrupted mirror is deleted and re-created. Does not fetch.
     pub fn open(dir: &Path, opts: MirrorOptions) -> Result<Mirror, GitError> {
         validate_options(&opts)?;
-        let mut url = auth::parse_url(&opts.url).map_err(|message| GitError::InvalidUrl {
+        let mut url = url::parse_url(&opts.url).map_err(|message| GitError::InvalidUrl {
             url: redact_url(&opts.url),
             message,
         })?;
@@ -327,14 +245,6 @@ impl Mirror {
             }
         }
         Ok(())
-    }
-
-    fn object_err(&self, id: Oid, e: git2::Error) -> GitError {
-        GitError::Object {
-            object: id.to_string(),
-            path: self.dir.clone(),
-            message: e.message().to_string(),
-        }
     }
 
     /// Makes sure `origin` points at the (sanitised) URL and HEAD at the branch.

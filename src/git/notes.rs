@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use git2::{ObjectType, PushOptions, Repository, Signature};
 
-use super::auth::{self, CallbackState, RemoteKind};
+use super::auth::{self, CallbackState};
+use super::url::RemoteKind;
 use super::{GitError, Mirror, NETWORK_DEADLINE, Oid, REMOTE_NOTES_REF, SALVAGE_BASE_REF};
 
 const REBUILD_REF: &str = "refs/gitopsd/notes-rebuild";

@@ -1,4 +1,5 @@
-//! Change notification for repositories on local disk.
+//! Change notification for repositories on local disk: watches a local remote's refs (through
+//! `notify`) so the daemon fetches at once. Calls nothing else in the crate.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::GitError;
-use super::auth::{self, RemoteKind};
+use super::url::{RemoteKind, parse_url, redact_url};
 
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -37,8 +38,8 @@ pub fn watch_local_refs(
     url: &str,
     tx: tokio::sync::mpsc::Sender<()>,
 ) -> Result<Option<notify::RecommendedWatcher>, GitError> {
-    let parsed = auth::parse_url(url).map_err(|message| GitError::InvalidUrl {
-        url: auth::redact_url(url),
+    let parsed = parse_url(url).map_err(|message| GitError::InvalidUrl {
+        url: redact_url(url),
         message,
     })?;
     let RemoteKind::Local(path) = parsed.kind else {

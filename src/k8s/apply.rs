@@ -2,7 +2,7 @@
 //!
 //! Order: CustomResourceDefinitions, then Namespaces, then other cluster-scoped objects, then
 //! namespaced objects; deletions run in the reverse order. CRDs must be Established before
-//! anything after them is applied.
+//! anything after them is applied. Calls [`Cluster`] (dry-run, apply, delete, get) and `manifest`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{Cluster, DeleteOutcome, KubeError};
-use crate::manifest::{Manifest, ObjectKey};
+use crate::manifest::{Introduced, Manifest, ObjectKey};
 
 /// How long to wait for new CRDs to be Established.
 pub const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,6 +65,16 @@ async fn by_phase<'a>(cluster: &Cluster, objects: &[&'a Manifest]) -> [Vec<&'a M
     phases
 }
 
+/// Runs `pending` with at most `concurrency` at once; the results in the order they finish.
+/// (Callers build the futures first: a stream holding a closure over borrowed manifests is not
+/// `Send` for the task that runs it, rust-lang/rust#102211.)
+async fn at_most<F: std::future::Future>(pending: Vec<F>, concurrency: usize) -> Vec<F::Output> {
+    futures::stream::iter(pending)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// Result of validating a commit's changed objects.
 #[derive(Debug, Default)]
 pub struct Validation<'a> {
@@ -80,10 +90,7 @@ pub struct Validation<'a> {
 /// Whether a manifest is something a deferred object may depend on: applied first (bootstrap)
 /// when a commit has deferred objects.
 pub fn is_bootstrap(m: &Manifest) -> bool {
-    m.key.is_namespace()
-        || m.key.is_crd()
-        || (m.key.group == "rbac.authorization.k8s.io"
-            && matches!(m.key.kind.as_str(), "Role" | "ClusterRole"))
+    m.key.is_namespace() || m.key.is_crd() || is_role(&m.key)
 }
 
 /// Dry-runs `m`; keeps only whether it exists already (the answer carries a resourceVersion; a
@@ -102,6 +109,50 @@ async fn dry_run_existing<'a>(
     (m, existed)
 }
 
+/// Roles (kind, namespace, name) a commit brings.
+type Roles = BTreeSet<(String, Option<String>, String)>;
+
+fn is_role(key: &ObjectKey) -> bool {
+    key.group == "rbac.authorization.k8s.io" && matches!(key.kind.as_str(), "Role" | "ClusterRole")
+}
+
+/// A binding to a role this commit brings is checked by the apiserver against the role's rules
+/// unless the caller may `bind`, which needs the role: it waits for the role.
+fn waits_for_role(m: &Manifest, roles: &Roles) -> bool {
+    if !matches!(m.key.kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
+        return false;
+    }
+    m.body.get("roleRef").is_some_and(|r| {
+        let text = |field: &str| {
+            r.get(field)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let kind = text("kind");
+        let namespace = if kind == "Role" {
+            m.key.namespace.clone()
+        } else {
+            None
+        };
+        roles.contains(&(kind, namespace, text("name")))
+    })
+}
+
+/// Whether a dry-run failure of `m` only says that something this commit brings is not there
+/// yet (its Namespace, the CRD of its kind, the role it binds).
+fn waits_for_commit(m: &Manifest, error: &KubeError, brought: &Introduced, roles: &Roles) -> bool {
+    let namespace_pending = error.is_not_found()
+        && brought.namespaces().any(|ns| {
+            error
+                .to_string()
+                .contains(&format!("namespaces \"{ns}\" not found"))
+        });
+    let kind_pending =
+        matches!(error, KubeError::UnknownKind { .. }) && brought.defines_kind_of(&m.key);
+    namespace_pending || kind_pending || (error.is_not_found() && waits_for_role(m, roles))
+}
+
 /// Server-side dry-run of every object. Objects in a Namespace, or of a kind, that this same
 /// commit creates are deferred rather than failed: they are dry-run once those exist.
 pub async fn validate<'a>(
@@ -110,33 +161,10 @@ pub async fn validate<'a>(
     all_desired: &[&Manifest],
     concurrency: usize,
 ) -> Validation<'a> {
-    let new_namespaces: BTreeSet<&str> = all_desired
+    let brought = Introduced::of(all_desired.iter().copied());
+    let roles: Roles = all_desired
         .iter()
-        .filter(|m| m.key.is_namespace())
-        .map(|m| m.key.name.as_str())
-        .collect();
-    let crd_kinds: BTreeSet<(String, String)> = all_desired
-        .iter()
-        .filter_map(|m| crate::manifest::crd_defined_kind(m))
-        .collect();
-    // Futures are built before they are streamed: a stream holding a closure over borrowed
-    // manifests is not `Send` for the task that runs it (rust-lang/rust#102211).
-    let pending: Vec<_> = objects
-        .iter()
-        .map(|m| dry_run_existing(cluster, m))
-        .collect();
-    let results: Vec<(&Manifest, Result<bool, KubeError>)> = futures::stream::iter(pending)
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    // Roles (kind, namespace, name) this commit brings: a binding to one of them is checked by
-    // the apiserver against the role's rules unless the caller may `bind`, which needs the role.
-    let roles: BTreeSet<(String, Option<String>, String)> = all_desired
-        .iter()
-        .filter(|m| {
-            m.key.group == "rbac.authorization.k8s.io"
-                && matches!(m.key.kind.as_str(), "Role" | "ClusterRole")
-        })
+        .filter(|m| is_role(&m.key))
         .map(|m| {
             (
                 m.key.kind.clone(),
@@ -145,49 +173,24 @@ pub async fn validate<'a>(
             )
         })
         .collect();
+    // Futures are built before they are streamed: a stream holding a closure over borrowed
+    // manifests is not `Send` for the task that runs it (rust-lang/rust#102211).
+    let pending: Vec<_> = objects
+        .iter()
+        .map(|m| dry_run_existing(cluster, m))
+        .collect();
+    let results = at_most(pending, concurrency).await;
     let mut validation = Validation::default();
     for (m, result) in results {
-        let error = match result {
-            Ok(existed) => {
-                if existed {
-                    validation.existing.insert(m.key.clone());
-                }
-                continue;
+        match result {
+            Ok(true) => {
+                validation.existing.insert(m.key.clone());
             }
-            Err(error) => error,
-        };
-        let role_pending = error.is_not_found()
-            && matches!(m.key.kind.as_str(), "RoleBinding" | "ClusterRoleBinding")
-            && m.body.get("roleRef").is_some_and(|r| {
-                let kind = r
-                    .get("kind")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let name = r
-                    .get("name")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let namespace = if kind == "Role" {
-                    m.key.namespace.clone()
-                } else {
-                    None
-                };
-                roles.contains(&(kind, namespace, name))
-            });
-        let namespace_pending = error.is_not_found()
-            && new_namespaces.iter().any(|ns| {
-                error
-                    .to_string()
-                    .contains(&format!("namespaces \"{ns}\" not found"))
-            });
-        let kind_pending = matches!(error, KubeError::UnknownKind { .. })
-            && crd_kinds.contains(&(m.key.group.clone(), m.key.kind.clone()));
-        if namespace_pending || kind_pending || role_pending {
-            validation.deferred.push(m);
-        } else {
-            validation.failures.push(ObjectFailure::new(m, error));
+            Ok(false) => {}
+            Err(error) if waits_for_commit(m, &error, &brought, &roles) => {
+                validation.deferred.push(m)
+            }
+            Err(error) => validation.failures.push(ObjectFailure::new(m, error)),
         }
     }
     validation.failures.sort_by(|a, b| a.key.cmp(&b.key));
@@ -265,9 +268,7 @@ where
     Fut: std::future::Future<Output = Option<ObjectFailure>>,
 {
     let pending: Vec<Fut> = objects.iter().map(|m| check(m)).collect();
-    let mut failures: Vec<ObjectFailure> = futures::stream::iter(pending)
-        .buffer_unordered(concurrency.max(1))
-        .collect::<Vec<_>>()
+    let mut failures: Vec<ObjectFailure> = at_most(pending, concurrency)
         .await
         .into_iter()
         .flatten()
@@ -329,10 +330,7 @@ pub async fn apply_all(
             continue;
         }
         let pending: Vec<_> = phase.iter().map(|m| apply_one(cluster, m, force)).collect();
-        let results: Vec<(&Manifest, Result<Applied, KubeError>)> = futures::stream::iter(pending)
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let results = at_most(pending, concurrency).await;
         let mut failures = Vec::new();
         for (m, result) in results {
             match result {
@@ -387,11 +385,7 @@ pub async fn delete_all(cluster: &Cluster, objects: &[&Manifest], concurrency: u
     let phases = by_phase(cluster, objects).await;
     for phase in phases.iter().rev() {
         let pending: Vec<_> = phase.iter().map(|m| delete_one(cluster, m)).collect();
-        let results: Vec<(&Manifest, Result<DeleteOutcome, KubeError>)> =
-            futures::stream::iter(pending)
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
+        let results = at_most(pending, concurrency).await;
         for (m, result) in results {
             match result {
                 Ok(DeleteOutcome::Deleted) | Ok(DeleteOutcome::AlreadyGone) => {

@@ -3,11 +3,13 @@
 //! Pure: no I/O. A live object is compared with the desired one only on the fields the
 //! `gitopsd` apply manager owns (`fieldsV1` of its `Apply` entry), so fields other managers own
 //! (an HPA's `replicas`, a controller's defaults, `status`) are never a difference. The cache
-//! stores only a fingerprint (a hash) of that projection, not the object.
-
-use std::hash::{Hash, Hasher};
+//! stores only a fingerprint (a hash) of that projection, not the object. What counts as a
+//! difference (server-managed fields, identity, number forms) is `plan`'s: both fingerprints
+//! are [`plan::fingerprint`]s, the same comparison previews use. Calls `plan` only.
 
 use serde_json::{Map, Value};
+
+use crate::plan;
 
 /// `manager`'s `Apply` entry of `managedFields` for the main resource, if any.
 fn apply_entry<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
@@ -95,29 +97,6 @@ fn item_matches(path: &str, index: usize, item: &Value) -> bool {
     false
 }
 
-/// What of a desired object its managed fields can show: everything but its identity
-/// (`apiVersion`, `kind`, `metadata.name`, `metadata.namespace`) and `status`.
-pub fn comparable(desired: &Value) -> Value {
-    let mut out = desired.clone();
-    if let Some(obj) = out.as_object_mut() {
-        obj.remove("apiVersion");
-        obj.remove("kind");
-        obj.remove("status");
-        let empty_meta = match obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            Some(meta) => {
-                meta.remove("name");
-                meta.remove("namespace");
-                meta.is_empty()
-            }
-            None => false,
-        };
-        if empty_meta {
-            obj.remove("metadata");
-        }
-    }
-    out
-}
-
 /// Whether the live projection shows everything the desired value says: the server may add
 /// defaults inside fields gitopsd owns as a whole (an atomic list's items get `volumeMode`,
 /// `status`, …), which are not a difference; a missing or different desired value is.
@@ -148,64 +127,32 @@ fn is_zero(v: &Value) -> bool {
 }
 
 /// Whether a live object already has what `desired` (as sent) says on the fields `manager`
-/// manages (see [`covers`]).
+/// manages (see [`covers`]); both sides in their [`plan::comparable`] form.
 pub fn in_sync(live: &Value, desired: &Value, manager: &str) -> bool {
-    fields_of(live, manager).is_some_and(|set| covers(&project(live, set), &comparable(desired)))
+    fields_of(live, manager).is_some_and(|set| {
+        covers(
+            &plan::comparable(&project(live, set)),
+            &plan::comparable(desired),
+        )
+    })
 }
 
-/// Fingerprint of the fields `manager` manages on a live object; `None` when it manages none.
+/// Fingerprint of the fields `manager` manages on a live object ([`plan::fingerprint`] of
+/// their projection); `None` when it manages none.
 pub fn live_fingerprint(obj: &Value, manager: &str) -> Option<u64> {
-    fields_of(obj, manager).map(|set| fingerprint(&project(obj, set)))
+    fields_of(obj, manager).map(|set| plan::fingerprint(&project(obj, set)))
 }
 
-/// Fingerprint of a desired object as sent (see [`comparable`]).
+/// Fingerprint of a desired object as sent ([`plan::fingerprint`]): equal to the live
+/// fingerprint when the cluster holds what gitopsd would send.
 pub fn desired_fingerprint(desired: &Value) -> u64 {
-    fingerprint(&comparable(desired))
-}
-
-/// A stable hash of a JSON value, independent of object key order.
-pub fn fingerprint(value: &Value) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    hash_value(value, &mut hasher);
-    hasher.finish()
-}
-
-fn hash_value(value: &Value, h: &mut impl Hasher) {
-    match value {
-        Value::Null => 0u8.hash(h),
-        Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => {
-            2u8.hash(h);
-            // 1 and 1.0 are the same number to the API server.
-            match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => (f as i64).hash(h),
-                _ => n.to_string().hash(h),
-            }
-        }
-        Value::String(s) => (3u8, s).hash(h),
-        Value::Array(items) => {
-            (4u8, items.len()).hash(h);
-            for item in items {
-                hash_value(item, h);
-            }
-        }
-        Value::Object(fields) => {
-            (5u8, fields.len()).hash(h);
-            let mut keys: Vec<&String> = fields.keys().collect();
-            keys.sort();
-            for k in keys {
-                k.hash(h);
-                if let Some(v) = fields.get(k) {
-                    hash_value(v, h);
-                }
-            }
-        }
-    }
+    plan::fingerprint(desired)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::comparable;
     use serde_json::json;
 
     fn live_deployment(replicas: i64, image: &str, image_owner: &str) -> Value {
@@ -263,15 +210,6 @@ mod tests {
         assert_ne!(a, b);
         // Without the image in the desired object, the live one with an image we own differs.
         assert_ne!(a, Some(desired_fingerprint(&desired())));
-    }
-
-    #[test]
-    fn fingerprint_ignores_key_order_and_integral_floats() {
-        assert_eq!(
-            fingerprint(&json!({"a": 1, "b": [1, {"x": "y", "z": 2.0}]})),
-            fingerprint(&json!({"b": [1, {"z": 2, "x": "y"}], "a": 1.0}))
-        );
-        assert_ne!(fingerprint(&json!([1, 2])), fingerprint(&json!([2, 1])));
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Kubernetes effects: discovery, server-side dry-run, server-side apply, ownership-checked delete,
-//! and the inventory of what gitopsd owns for an environment.
+//! Kubernetes effects (validate, apply, health): discovery, server-side dry-run, server-side
+//! apply, ownership-checked delete, the watch-fed live cache, health rules, and the inventory of
+//! what gitopsd owns for an environment. Owns the ownership labels and the object as sent
+//! ([`desired_body`]). May call: `manifest` (objects), `plan` (the comparison, namespaces),
+//! `config` (cluster settings) and the Kubernetes API; never git or S3.
 
 pub mod adopt;
 pub mod apply;
@@ -116,6 +119,45 @@ fn is_schema_error(message: &str) -> bool {
     ]
     .iter()
     .any(|m| message.contains(m))
+}
+
+/// The object as sent for environment `env` of `instance`: the manifest without `status`, in its
+/// effective `namespace` (none: cluster-scoped), with the ownership labels and annotation.
+pub fn desired_body(m: &Manifest, namespace: Option<&str>, instance: &str, env: &str) -> Value {
+    let mut body = m.body.clone();
+    let Some(obj) = body.as_object_mut() else {
+        return body;
+    };
+    obj.remove("status");
+    let metadata = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(meta) = metadata.as_object_mut() else {
+        return body;
+    };
+    match namespace {
+        Some(ns) => {
+            meta.insert("namespace".into(), Value::String(ns.to_string()));
+        }
+        None => {
+            meta.remove("namespace");
+        }
+    }
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(labels) = labels.as_object_mut() {
+        labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+        labels.insert(INSTANCE_LABEL.into(), Value::String(instance.to_string()));
+        labels.insert(ENV_LABEL.into(), Value::String(env.to_string()));
+    }
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(ENV_ANNOTATION.into(), Value::String(env.to_string()));
+    }
+    body
 }
 
 /// Where an object lives in the API.
@@ -283,18 +325,14 @@ impl Cluster {
                 api_version: m.api_version.clone(),
                 kind: m.key.kind.clone(),
             })?;
-        let (api, namespace) = if namespaced {
-            let ns = m
-                .key
-                .namespace
-                .clone()
-                .unwrap_or_else(|| self.default_namespace.clone());
-            (
-                Api::namespaced_with(self.client.clone(), &ns, &resource),
-                Some(ns),
-            )
-        } else {
-            (Api::all_with(self.client.clone(), &resource), None)
+        let namespace = crate::plan::effective_namespace(
+            m.key.namespace.as_deref(),
+            namespaced,
+            &self.default_namespace,
+        );
+        let api = match &namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
         };
         Ok(Target {
             api,
@@ -307,38 +345,7 @@ impl Cluster {
 
     /// The object as sent: the manifest plus ownership marks and the effective namespace.
     pub fn desired_object(&self, m: &Manifest, target: &Target) -> Value {
-        let mut body = m.body.clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("status");
-            let metadata = obj
-                .entry("metadata")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(meta) = metadata.as_object_mut() {
-                match &target.namespace {
-                    Some(ns) => {
-                        meta.insert("namespace".into(), Value::String(ns.clone()));
-                    }
-                    None => {
-                        meta.remove("namespace");
-                    }
-                }
-                let labels = meta
-                    .entry("labels")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let Some(labels) = labels.as_object_mut() {
-                    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-                    labels.insert(INSTANCE_LABEL.into(), Value::String(self.instance.clone()));
-                    labels.insert(ENV_LABEL.into(), Value::String(self.env.clone()));
-                }
-                let annotations = meta
-                    .entry("annotations")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let Some(annotations) = annotations.as_object_mut() {
-                    annotations.insert(ENV_ANNOTATION.into(), Value::String(self.env.clone()));
-                }
-            }
-        }
-        body
+        desired_body(m, target.namespace.as_deref(), &self.instance, &self.env)
     }
 
     fn patch_params(&self, dry_run: bool, force: bool) -> PatchParams {

@@ -1,4 +1,6 @@
-//! Typed desired state: an environment folder at a revision, rendered into objects.
+//! Typed desired state: an environment folder at a revision, rendered into objects. Owns object
+//! identity ([`ObjectKey`]), sources, render errors and what a set of objects brings with it
+//! ([`Introduced`]). May call: nothing with I/O (it uses `git`'s file kinds as a type only).
 //!
 //! Rendering is pure: it sees file paths, kinds and bytes (read from git by the caller) and never
 //! touches the network or the cluster. Errors carry the file, the line and the object identity.
@@ -10,14 +12,17 @@
 
 mod yaml;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::git::FileKind;
 pub use yaml::split_documents;
 
+/// Namespace of namespaced objects that name none, when the host config names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
 /// apiVersion of gitopsd's own kinds (`Bucket`).
 pub const GITOPSD_API_GROUP: &str = "gitopsd.dev";
 /// Kind for an S3 bucket reconciled by gitopsd.
@@ -154,6 +159,16 @@ pub enum EntryKind {
     Submodule,
 }
 
+impl From<FileKind> for EntryKind {
+    fn from(kind: FileKind) -> EntryKind {
+        match kind {
+            FileKind::Blob | FileKind::Executable => EntryKind::File,
+            FileKind::Symlink => EntryKind::Symlink,
+            FileKind::Submodule => EntryKind::Submodule,
+        }
+    }
+}
+
 /// One entry of an environment folder, as read from git by the caller.
 #[derive(Clone, Debug)]
 pub struct FileEntry {
@@ -173,6 +188,44 @@ pub fn crd_defined_kind(m: &Manifest) -> Option<(String, String)> {
     let group = spec.get("group")?.as_str()?.to_string();
     let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
     Some((group, kind))
+}
+
+/// What a set of objects brings with it: its Namespaces and the kinds its
+/// CustomResourceDefinitions define. Objects in those namespaces or of those kinds cannot be
+/// checked against the cluster (dry-run) before these exist.
+#[derive(Clone, Debug, Default)]
+pub struct Introduced {
+    namespaces: BTreeSet<String>,
+    kinds: BTreeSet<(String, String)>,
+}
+
+impl Introduced {
+    pub fn of<'a>(objects: impl IntoIterator<Item = &'a Manifest>) -> Introduced {
+        let mut out = Introduced::default();
+        for m in objects {
+            if m.key.is_namespace() {
+                out.namespaces.insert(m.key.name.clone());
+            }
+            if let Some(kind) = crd_defined_kind(m) {
+                out.kinds.insert(kind);
+            }
+        }
+        out
+    }
+
+    /// The Namespaces brought.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespaces.iter().map(String::as_str)
+    }
+
+    pub fn has_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.contains(namespace)
+    }
+
+    /// Whether a brought CRD defines the kind of `key`.
+    pub fn defines_kind_of(&self, key: &ObjectKey) -> bool {
+        self.kinds.contains(&(key.group.clone(), key.kind.clone()))
+    }
 }
 
 /// Whether a path is read as manifests (`.yaml` / `.yml`); everything else is ignored.

@@ -4,22 +4,22 @@
 //! cluster that the head no longer has are deletions (when the environment prunes).
 //!
 //! Buckets are still compared between the base and head revisions (from git, no S3 calls).
+//! Calls `git::LocalRepo` (the head's files), `manifest::render`, `k8s::Cluster` (dry-run, get,
+//! owned objects) and `plan` through [`super::compute::compare`].
 
 use std::collections::BTreeSet;
 
 use futures::StreamExt;
-use git2::Oid;
 use serde_json::Value;
 
 use super::PreviewError;
-use super::compute::{EnvInput, compare, render_error};
+use super::compute::{EnvInput, compare, mentions_sensitive, render_error};
 use super::redact::{is_sensitive, scrub};
-use super::repo::Repo;
 use super::report::{EnvReport, ObjectChange, Report, ValidationError};
 use crate::config::EnvironmentConfig;
-use crate::git::FileKind;
+use crate::git::{LocalRepo, Oid};
 use crate::k8s::{Cluster, KubeError};
-use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Manifest, ObjectKey};
+use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Introduced, Manifest, ObjectKey};
 
 /// The head rendered for each environment (git work done before any network call).
 pub struct Prepared {
@@ -32,17 +32,9 @@ struct PreparedEnv {
     state: Result<DesiredState, Vec<ValidationError>>,
 }
 
-fn entry_kind(kind: FileKind) -> EntryKind {
-    match kind {
-        FileKind::Blob | FileKind::Executable => EntryKind::File,
-        FileKind::Symlink => EntryKind::Symlink,
-        FileKind::Submodule => EntryKind::Submodule,
-    }
-}
-
 /// Renders the head of every environment in full.
 pub fn prepare(
-    repo: &Repo,
+    repo: &LocalRepo,
     head: Oid,
     envs: &[(EnvInput, Option<EnvironmentConfig>)],
 ) -> Result<Prepared, PreviewError> {
@@ -51,19 +43,13 @@ pub fn prepare(
         let mut entries = Vec::new();
         let mut sensitive_files = BTreeSet::new();
         for f in repo.list_files(head, &input.path)? {
-            let kind = entry_kind(f.kind);
+            let kind = EntryKind::from(f.kind);
             let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
                 repo.blob(f.oid)?
             } else {
                 Vec::new()
             };
-            let text = String::from_utf8_lossy(&bytes);
-            if text.contains("Secret")
-                || input
-                    .sensitive
-                    .iter()
-                    .any(|m| text.contains(m.kind.as_str()))
-            {
+            if mentions_sensitive(&bytes, &input.sensitive) {
                 sensitive_files.insert(f.path.clone());
             }
             entries.push(FileEntry {
@@ -121,34 +107,28 @@ enum Outcome {
     Key(ObjectKey, Box<Outcome>),
 }
 
-async fn one(
-    cluster: &Cluster,
-    m: &Manifest,
-    sensitive: bool,
-    new_namespaces: &BTreeSet<String>,
-    new_kinds: &BTreeSet<(String, String)>,
-) -> Outcome {
+/// Whether `m` can only be created: its CRD comes with this revision, so the cluster cannot
+/// dry-run it yet.
+fn created_with_its_crd(m: &Manifest, sensitive: bool) -> Outcome {
+    let created = compare(
+        &m.key,
+        None,
+        Some((&m.api_version, &m.body)),
+        Some(m.source.to_string()),
+        sensitive,
+    );
+    let outcome = match created {
+        Some(c) => Outcome::Change(c),
+        None => Outcome::Unchanged,
+    };
+    Outcome::Key(m.key.clone(), Box::new(outcome))
+}
+
+async fn one(cluster: &Cluster, m: &Manifest, sensitive: bool, brought: &Introduced) -> Outcome {
     let target = match cluster.target(m).await {
         Ok(t) => t,
-        Err(KubeError::UnknownKind { .. })
-            if new_kinds.contains(&(m.key.group.clone(), m.key.kind.clone())) =>
-        {
-            // Its CRD comes with this revision: it can only be created, and not dry-run yet.
-            return Outcome::Key(
-                m.key.clone(),
-                Box::new(
-                    match compare(
-                        &m.key,
-                        None,
-                        Some((&m.api_version, &m.body)),
-                        Some(m.source.to_string()),
-                        sensitive,
-                    ) {
-                        Some(c) => Outcome::Change(c),
-                        None => Outcome::Unchanged,
-                    },
-                ),
-            );
+        Err(KubeError::UnknownKind { .. }) if brought.defines_kind_of(&m.key) => {
+            return created_with_its_crd(m, sensitive);
         }
         Err(e) => return Outcome::Error(error_of(m, e.reason(), sensitive)),
     };
@@ -163,8 +143,8 @@ async fn one(
             if e.is_not_found()
                 && target
                     .namespace
-                    .as_ref()
-                    .is_some_and(|ns| new_namespaces.contains(ns)) =>
+                    .as_deref()
+                    .is_some_and(|ns| brought.has_namespace(ns)) =>
         {
             // Its Namespace comes with this revision.
             cluster.desired_object(m, &target)
@@ -193,6 +173,63 @@ async fn one(
         Some(c) => wrap(Outcome::Change(c)),
         None => wrap(Outcome::Unchanged),
     }
+}
+
+/// Sorts the outcomes into the report; returns the keys the cluster knows the head's objects
+/// by and how many are unchanged.
+fn tally(outcomes: Vec<Outcome>, report: &mut EnvReport) -> (BTreeSet<ObjectKey>, usize) {
+    let mut present: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut unchanged = 0usize;
+    for o in outcomes {
+        let o = match o {
+            Outcome::Key(key, inner) => {
+                present.insert(key);
+                *inner
+            }
+            other => other,
+        };
+        match o {
+            Outcome::Change(c) => report.changes.push(c),
+            Outcome::Unchanged => unchanged += 1,
+            Outcome::Error(e) => report.errors.push(e),
+            Outcome::Key(..) => {}
+        }
+    }
+    (present, unchanged)
+}
+
+/// Objects gitopsd owns in the cluster that the head no longer has: deletions.
+async fn deletions(
+    cluster: &Cluster,
+    state: &DesiredState,
+    present: &BTreeSet<ObjectKey>,
+    env: &EnvInput,
+    report: &mut EnvReport,
+) -> Result<(), PreviewError> {
+    for owned in cluster.owned_objects().await? {
+        if present.contains(&owned.key) || state.objects.contains_key(&owned.key) {
+            continue;
+        }
+        let m = manifest::live_stand_in(&owned.key, &owned.api_version);
+        let sensitive = is_sensitive(&owned.key, &env.sensitive);
+        match cluster.get(&m).await {
+            Ok(Some(live)) => {
+                let v = serde_json::to_value(&live).unwrap_or(Value::Null);
+                let live = Some((owned.api_version.as_str(), &v));
+                if let Some(c) = compare(&owned.key, live, None, None, sensitive) {
+                    report.changes.push(c);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => report.errors.push(ValidationError {
+                object: Some(owned.key.to_string()),
+                path: None,
+                line: None,
+                message: e.reason(),
+            }),
+        }
+    }
+    Ok(())
 }
 
 async fn live_env(
@@ -238,69 +275,17 @@ async fn live_env(
         return Ok(report);
     };
     let cluster = Cluster::connect(&k8s, instance, cfg).await?;
-    let new_namespaces: BTreeSet<String> = kube
-        .iter()
-        .filter(|m| m.key.is_namespace())
-        .map(|m| m.key.name.clone())
-        .collect();
-    let new_kinds: BTreeSet<(String, String)> = kube
-        .iter()
-        .filter_map(|m| crate::manifest::crd_defined_kind(m))
-        .collect();
-    let concurrency = cfg.apply_concurrency.max(1);
+    let brought = Introduced::of(kube.iter().copied());
     let outcomes: Vec<Outcome> = futures::stream::iter(kube.iter().map(|m| {
         let sensitive = is_sensitive(&m.key, &env.input.sensitive);
-        one(&cluster, m, sensitive, &new_namespaces, &new_kinds)
+        one(&cluster, m, sensitive, &brought)
     }))
-    .buffered(concurrency)
+    .buffered(cfg.apply_concurrency.max(1))
     .collect()
     .await;
-    let mut present: BTreeSet<ObjectKey> = BTreeSet::new();
-    let mut unchanged = 0usize;
-    for o in outcomes {
-        let o = match o {
-            Outcome::Key(key, inner) => {
-                present.insert(key);
-                *inner
-            }
-            other => other,
-        };
-        match o {
-            Outcome::Change(c) => report.changes.push(c),
-            Outcome::Unchanged => unchanged += 1,
-            Outcome::Error(e) => report.errors.push(e),
-            Outcome::Key(..) => {}
-        }
-    }
+    let (present, unchanged) = tally(outcomes, &mut report);
     if cfg.prune {
-        for owned in cluster.owned_objects().await? {
-            if present.contains(&owned.key) || state.objects.contains_key(&owned.key) {
-                continue;
-            }
-            let m = crate::manifest::live_stand_in(&owned.key, &owned.api_version);
-            let sensitive = is_sensitive(&owned.key, &env.input.sensitive);
-            match cluster.get(&m).await {
-                Ok(Some(live)) => {
-                    let v = serde_json::to_value(&live).unwrap_or(Value::Null);
-                    if let Some(c) = compare(
-                        &owned.key,
-                        Some((&owned.api_version, &v)),
-                        None,
-                        None,
-                        sensitive,
-                    ) {
-                        report.changes.push(c);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => report.errors.push(ValidationError {
-                    object: Some(owned.key.to_string()),
-                    path: None,
-                    line: None,
-                    message: e.reason(),
-                }),
-            }
-        }
+        deletions(&cluster, &state, &present, &env.input, &mut report).await?;
     }
     super::compute::finish(&mut report);
     let buckets_unchanged = state.buckets().count().saturating_sub(

@@ -42,6 +42,20 @@ impl Block {
         }
     }
 
+    /// A collapsible section holding `body` as a fenced diff after `head`.
+    fn diff(env: &str, mut head: String, body: Vec<String>) -> Block {
+        let f = fence(&body);
+        let _ = writeln!(head, "{f}diff");
+        Block {
+            env: Some(env.to_string()),
+            header: false,
+            head,
+            body,
+            tail: format!("{f}\n\n</details>\n\n"),
+            marker: diff_marker,
+        }
+    }
+
     fn len(&self) -> usize {
         self.head.len() + self.body.iter().map(String::len).sum::<usize>() + self.tail.len()
     }
@@ -184,16 +198,7 @@ fn object_block(env: &str, c: &ObjectChange) -> Block {
         };
     }
     let body = lines_of(c.diff.as_deref().unwrap_or_default());
-    let f = fence(&body);
-    let _ = writeln!(head, "{f}diff");
-    Block {
-        env: Some(env.to_string()),
-        header: false,
-        head,
-        body,
-        tail: format!("{f}\n\n</details>\n\n"),
-        marker: diff_marker,
-    }
+    Block::diff(env, head, body)
 }
 
 fn bucket_block(env: &str, b: &BucketChange) -> Block {
@@ -222,16 +227,7 @@ fn bucket_block(env: &str, b: &BucketChange) -> Block {
         body.extend(o.delete.iter().map(|k| format!("- {k}\n")));
         body.extend(o.kept.iter().map(|k| format!("  {k} (kept)\n")));
     }
-    let f = fence(&body);
-    let _ = writeln!(head, "{f}diff");
-    Block {
-        env: Some(env.to_string()),
-        header: false,
-        head,
-        body,
-        tail: format!("{f}\n\n</details>\n\n"),
-        marker: diff_marker,
-    }
+    Block::diff(env, head, body)
 }
 
 fn counts(e: &EnvReport) -> String {
@@ -242,8 +238,8 @@ fn counts(e: &EnvReport) -> String {
     )
 }
 
-fn blocks(report: &Report) -> Vec<Block> {
-    let mut out = Vec::new();
+/// The opening: what was compared, the verdict and the table of environments.
+fn summary(report: &Report) -> String {
     let mut top = String::new();
     if report.live {
         let _ = writeln!(
@@ -268,57 +264,65 @@ fn blocks(report: &Report) -> Vec<Block> {
     } else if !report.has_changes() {
         top.push_str("**No changes.**\n\n");
     }
-    if !report.environments.is_empty() {
-        top.push_str("| Environment | Create | Update | Delete | Unchanged | Errors |\n");
-        top.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
-        for e in &report.environments {
-            let s = &e.summary;
-            let _ = writeln!(
-                top,
-                "| {} | {} | {} | {} | {} | {} |",
-                code(&e.name),
-                s.create,
-                s.update,
-                s.delete,
-                s.unchanged,
-                s.errors
-            );
-        }
-        top.push('\n');
-    } else {
+    if report.environments.is_empty() {
         top.push_str("No environments.\n\n");
+        return top;
     }
-    out.push(Block::plain(None, false, top));
+    top.push_str("| Environment | Create | Update | Delete | Unchanged | Errors |\n");
+    top.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     for e in &report.environments {
-        if !e.has_changes() && e.errors.is_empty() {
-            continue;
-        }
-        let header = format!(
-            "### {} — {}\n\n{}.\n\n",
+        let s = &e.summary;
+        let _ = writeln!(
+            top,
+            "| {} | {} | {} | {} | {} | {} |",
             code(&e.name),
-            code(&e.path),
-            counts(e)
+            s.create,
+            s.update,
+            s.delete,
+            s.unchanged,
+            s.errors
         );
-        out.push(Block::plain(Some(&e.name), true, header));
-        if !e.errors.is_empty() {
-            out.push(Block {
-                env: Some(e.name.clone()),
-                header: false,
-                head: "**Validation errors**\n\n".to_string(),
-                body: e
-                    .errors
-                    .iter()
-                    .map(|err| format!("- {}\n", code(&err.to_string())))
-                    .collect(),
-                tail: "\n".to_string(),
-                marker: list_marker,
-            });
-        }
-        for c in &e.changes {
-            out.push(object_block(&e.name, c));
-        }
-        for b in &e.buckets {
-            out.push(bucket_block(&e.name, b));
+    }
+    top.push('\n');
+    top
+}
+
+/// One environment's header, errors, object and bucket blocks.
+fn env_blocks(e: &EnvReport, out: &mut Vec<Block>) {
+    let header = format!(
+        "### {} — {}\n\n{}.\n\n",
+        code(&e.name),
+        code(&e.path),
+        counts(e)
+    );
+    out.push(Block::plain(Some(&e.name), true, header));
+    if !e.errors.is_empty() {
+        out.push(Block {
+            env: Some(e.name.clone()),
+            header: false,
+            head: "**Validation errors**\n\n".to_string(),
+            body: e
+                .errors
+                .iter()
+                .map(|err| format!("- {}\n", code(&err.to_string())))
+                .collect(),
+            tail: "\n".to_string(),
+            marker: list_marker,
+        });
+    }
+    for c in &e.changes {
+        out.push(object_block(&e.name, c));
+    }
+    for b in &e.buckets {
+        out.push(bucket_block(&e.name, b));
+    }
+}
+
+fn blocks(report: &Report) -> Vec<Block> {
+    let mut out = vec![Block::plain(None, false, summary(report))];
+    for e in &report.environments {
+        if e.has_changes() || !e.errors.is_empty() {
+            env_blocks(e, &mut out);
         }
     }
     out

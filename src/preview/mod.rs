@@ -1,5 +1,7 @@
 //! Pull-request previews: what a revision would change, per environment, as Markdown for a
-//! comment (split to fit) or JSON for tools.
+//! comment (split to fit) or JSON for tools. Owns the report and its rendering. May call: `git`
+//! (revisions only through [`LocalRepo`] and the mirror), `manifest`, `plan` (the comparison
+//! the daemon uses too), `s3` (specs, no S3 calls), `k8s` (only with `--live`) and `config`.
 //!
 //! - Without `--live` everything comes from git: the tree diff between base and head names the
 //!   changed files, only those are parsed ([`compute`]), so the cost follows the change.
@@ -10,24 +12,22 @@
 //! - [`run_preview_watcher`] previews refs matching `previews.refs` and writes the Markdown as a
 //!   note under `previews.notes_ref` on the previewed commit.
 
+pub(crate) mod buckets;
 pub mod compute;
 pub mod live;
 pub mod markdown;
 pub mod redact;
-pub mod repo;
 pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use git2::Oid;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, EnvironmentConfig, HostConfig};
-use crate::git::{GitError, Mirror, MirrorOptions};
+use crate::git::{GitError, LocalRepo, Mirror, MirrorOptions, Oid};
 pub use compute::EnvInput;
-pub use repo::Repo;
 pub use report::Report;
 
 /// Folder whose subfolders are the environments when no host config is given.
@@ -37,18 +37,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
-    #[error("cannot open repository {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error("repository {path}: {what}: {message}")]
-    Git {
-        path: PathBuf,
-        what: String,
-        message: String,
-    },
-    #[error("revision {rev:?} cannot be resolved to a commit: {message}")]
-    BadRevision { rev: String, message: String },
     #[error(transparent)]
-    Mirror(#[from] GitError),
+    Git(#[from] GitError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -160,9 +150,9 @@ const URL_FETCH_REFS: &[&str] = &[
 fn open_repo(
     spec: &str,
     config: Option<&HostConfig>,
-) -> Result<(Repo, Option<TempDir>), PreviewError> {
+) -> Result<(LocalRepo, Option<TempDir>), PreviewError> {
     if !is_url(spec) {
-        return Ok((Repo::open(Path::new(spec))?, None));
+        return Ok((LocalRepo::open(Path::new(spec))?, None));
     }
     let tmp = TempDir::new()?;
     let auth = match config {
@@ -186,12 +176,22 @@ fn open_repo(
         Err(GitError::MissingRef { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok((Repo::open(&dir)?, Some(tmp)))
+    Ok((mirror.read_only()?, Some(tmp)))
+}
+
+/// Resolves a revision to a commit. `origin/<x>` also tries `<x>` (a fetched mirror has no
+/// remote-tracking refs).
+fn resolve(repo: &LocalRepo, rev: &str) -> Result<Oid, GitError> {
+    repo.resolve(rev).or_else(|first| {
+        rev.strip_prefix("origin/")
+            .and_then(|rest| repo.resolve(rest).ok())
+            .ok_or(first)
+    })
 }
 
 /// The environments to preview: from the host config, or the folders under `environments/`.
 pub fn environments(
-    repo: &Repo,
+    repo: &LocalRepo,
     head: Oid,
     config: Option<&HostConfig>,
     only: &[String],
@@ -200,29 +200,14 @@ pub fn environments(
         Some(c) => c
             .environments
             .iter()
-            .map(|e| {
-                (
-                    EnvInput {
-                        name: e.name.clone(),
-                        path: e.path.trim_matches('/').to_string(),
-                        sensitive: e.sensitive.clone(),
-                    },
-                    Some(e.clone()),
-                )
-            })
+            .map(|e| (EnvInput::from_config(e), Some(e.clone())))
             .collect(),
         None => repo
             .subdirs(head, ENVIRONMENTS_DIR)?
             .into_iter()
             .map(|name| {
-                (
-                    EnvInput {
-                        path: format!("{ENVIRONMENTS_DIR}/{name}"),
-                        name,
-                        sensitive: Vec::new(),
-                    },
-                    None,
-                )
+                let path = format!("{ENVIRONMENTS_DIR}/{name}");
+                (EnvInput::from_folder(name, path), None)
             })
             .collect(),
     };
@@ -241,7 +226,7 @@ pub fn environments(
 
 /// Previews every environment from git alone (no cluster, no S3).
 pub fn preview_git(
-    repo: &Repo,
+    repo: &LocalRepo,
     base: Oid,
     head: Oid,
     envs: &[EnvInput],
@@ -292,9 +277,9 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
     let config2 = config.clone();
     let (git_report, prepared) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
         let (repo, _tmp) = open_repo(&spec, config2.as_ref())?;
-        let head = repo.resolve(&head_rev)?;
+        let head = resolve(&repo, &head_rev)?;
         let base = match &base_rev {
-            Some(b) => repo.resolve(b)?,
+            Some(b) => resolve(&repo, b)?,
             None => head,
         };
         let envs = environments(&repo, head, config2.as_ref(), &only)?;
@@ -402,23 +387,18 @@ pub async fn run_preview_watcher(
         extra_fetch_refs: vec![previews.refs.clone()],
         auth: config.git_auth()?,
     };
-    let dir2 = dir.clone();
-    let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir2, opts))
+    let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir, opts))
         .await
         .map_err(|e| PreviewError::Task(e.to_string()))??;
     let mirror = Arc::new(mirror);
     let envs: Vec<EnvInput> = config
         .environments
         .iter()
-        .map(|e| EnvInput {
-            name: e.name.clone(),
-            path: e.path.trim_matches('/').to_string(),
-            sensitive: e.sensitive.clone(),
-        })
+        .map(EnvInput::from_config)
         .collect();
     let mut done: std::collections::BTreeSet<Oid> = std::collections::BTreeSet::new();
     loop {
-        match watch_once(&mirror, &dir, &envs, &mut done).await {
+        match watch_once(&mirror, &envs, &mut done).await {
             Ok(n) if n > 0 => tracing::info!(previews = n, "wrote preview notes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "preview pass failed; retrying on the next poll"),
@@ -434,12 +414,10 @@ pub async fn run_preview_watcher(
 /// the number of notes written.
 pub async fn watch_once(
     mirror: &Arc<Mirror>,
-    dir: &Path,
     envs: &[EnvInput],
     done: &mut std::collections::BTreeSet<Oid>,
 ) -> Result<usize, PreviewError> {
     let m = Arc::clone(mirror);
-    let dir = dir.to_path_buf();
     let envs = envs.to_vec();
     let skip = done.clone();
     let (seen, written) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
@@ -454,7 +432,7 @@ pub async fn watch_once(
             if m.read_note(head)?.is_some() {
                 continue;
             }
-            let repo = Repo::open(&dir)?;
+            let repo = m.read_only()?;
             let base = repo.merge_base(head, branch)?;
             let report = preview_git(&repo, base, head, &envs)?;
             let text = note_text(&report, 65536);

@@ -1,5 +1,6 @@
-//! What a preview may show: server-managed fields are dropped before comparing, and sensitive
-//! objects (Secrets, plus what the host config marks) are reduced to the keys that changed.
+//! What a preview may show: sensitive objects (Secrets, plus what the host config marks) are
+//! reduced to the keys that changed, and messages about them lose their quoted values.
+//! (Server-managed fields are dropped by `plan`, for every object.)
 
 use std::collections::BTreeMap;
 
@@ -7,42 +8,6 @@ use serde_json::Value;
 
 use crate::config::SensitiveMatcher;
 use crate::manifest::ObjectKey;
-
-/// The annotation `kubectl apply` leaves behind (it holds a full copy of the object).
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Drops fields the server manages (they change on every write and say nothing about the plan):
-/// `metadata.managedFields`, `resourceVersion`, `uid`, `creationTimestamp`, `generation`,
-/// `status` and the last-applied annotation. Empty `annotations` left behind go too.
-pub fn strip_server_fields(value: &Value) -> Value {
-    let mut v = value.clone();
-    if let Some(obj) = v.as_object_mut() {
-        obj.remove("status");
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in [
-                "managedFields",
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-                "selfLink",
-            ] {
-                meta.remove(k);
-            }
-            let empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
-                Some(ann) => {
-                    ann.remove(LAST_APPLIED);
-                    ann.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                meta.remove("annotations");
-            }
-        }
-    }
-    v
-}
 
 /// Whether an object's values must never be shown.
 pub fn is_sensitive(key: &ObjectKey, matchers: &[SensitiveMatcher]) -> bool {
@@ -175,17 +140,6 @@ pub fn scrub(message: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn strips_server_fields() {
-        let v = json!({"apiVersion": "v1", "kind": "ConfigMap", "status": {"x": 1},
-            "metadata": {"name": "a", "uid": "u", "resourceVersion": "1", "generation": 2,
-                "creationTimestamp": "t", "managedFields": [], "annotations": {(LAST_APPLIED): "{}"}}});
-        assert_eq!(
-            strip_server_fields(&v),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
-        );
-    }
 
     #[test]
     fn changed_keys_never_hold_values() {

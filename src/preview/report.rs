@@ -1,4 +1,4 @@
-//! The preview report: what JSON prints as-is and Markdown renders.
+//! The preview report: what JSON prints as-is and Markdown renders. Plain data; calls nothing.
 
 use serde::Serialize;
 

@@ -164,14 +164,6 @@ pub async fn is_kustomize(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<b
     .await
 }
 
-fn entry_kind(kind: FileKind) -> EntryKind {
-    match kind {
-        FileKind::Blob | FileKind::Executable => EntryKind::File,
-        FileKind::Symlink => EntryKind::Symlink,
-        FileKind::Submodule => EntryKind::Submodule,
-    }
-}
-
 /// Renders an environment folder at `rev` from scratch.
 pub async fn render_full(
     mirror: &Arc<Mirror>,
@@ -186,14 +178,14 @@ pub async fn render_full(
         let wanted: Vec<Oid> = files
             .iter()
             .filter(|f| {
-                entry_kind(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
+                EntryKind::from(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
             })
             .map(|f| f.oid)
             .collect();
         let mut contents = m.read_blobs(&wanted)?.into_iter();
         let mut entries = Vec::with_capacity(files.len());
         for f in files {
-            let kind = entry_kind(f.kind);
+            let kind = EntryKind::from(f.kind);
             let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
                 contents.next().unwrap_or_default()
             } else {
@@ -229,7 +221,7 @@ pub async fn render_changed(
             let entry = match c.change {
                 ChangeKind::Deleted => None,
                 ChangeKind::Added | ChangeKind::Modified => {
-                    let kind = entry_kind(c.kind);
+                    let kind = EntryKind::from(c.kind);
                     let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&c.path) {
                         m.read_blob(rev, &c.path)?.unwrap_or_default()
                     } else {

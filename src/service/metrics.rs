@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::ServiceError;
 
@@ -76,6 +76,31 @@ fn reconcile_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.5, 2.0, 12))
 }
 
+/// Registers a new default `M` under `name` (with `unit`, if any) and returns it.
+fn add<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> M {
+    add_with(registry, name, help, unit, M::default())
+}
+
+/// Registers `metric` under `name` (with `unit`, if any) and returns it.
+fn add_with<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
 /// All metrics of the daemon. Cheap to share (`Arc`); every method takes `&self`.
 pub struct Metrics {
     registry: Registry,
@@ -100,101 +125,78 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Creates and registers every metric, all with the `gitopsd_` prefix.
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("gitopsd");
-
-        registry.register(
+        let mut r = Registry::with_prefix("gitopsd");
+        r.register(
             "build",
             "gitopsd build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-
-        let reconciles = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Finished reconciles by environment and outcome",
-            reconciles.clone(),
-        );
-
-        let reconcile_duration: HistogramFamily<EnvLabels> =
-            Family::new_with_constructor(reconcile_histogram);
-        registry.register_with_unit(
-            "reconcile_duration",
-            "Wall time of one reconcile, fetch to record",
-            Unit::Seconds,
-            reconcile_duration.clone(),
-        );
-
-        let last_healthy_commit = Family::<EnvLabels, Gauge>::default();
-        registry.register_with_unit(
-            "last_healthy_commit_timestamp",
-            "Commit time of the newest commit recorded healthy for the environment",
-            Unit::Seconds,
-            last_healthy_commit.clone(),
-        );
-
-        let rollbacks = Family::<EnvLabels, Counter>::default();
-        registry.register(
-            "rollbacks",
-            "Rollbacks started after an unhealthy apply",
-            rollbacks.clone(),
-        );
-
-        let drifted_objects = Family::<EnvLabels, Gauge>::default();
-        registry.register(
-            "drifted_objects",
-            "Live objects that differ from the desired state at the last drift check",
-            drifted_objects.clone(),
-        );
-
-        let applied_objects = Family::<ActionLabels, Counter>::default();
-        registry.register(
-            "applied_objects",
-            "Objects created, updated or deleted by applies",
-            applied_objects.clone(),
-        );
-
-        // 50 ms … ~100 s.
-        let git_fetch_duration = Histogram::new(exponential_buckets(0.05, 2.0, 12));
-        registry.register_with_unit(
-            "git_fetch_duration",
-            "Duration of fetches from the config repository, successful or not",
-            Unit::Seconds,
-            git_fetch_duration.clone(),
-        );
-
-        let git_fetch_failures = Counter::default();
-        registry.register(
-            "git_fetch_failures",
-            "Fetches from the config repository that failed",
-            git_fetch_failures.clone(),
-        );
-
-        let notes_push_retries = Counter::default();
-        registry.register(
-            "notes_push_retries",
-            "Notes pushes retried after the remote rejected them",
-            notes_push_retries.clone(),
-        );
-
-        let transient_retries = Family::<StageLabels, Counter>::default();
-        registry.register(
-            "transient_retries",
-            "Passes that failed for a passing reason (API 5xx/429, timeouts, lost connections) and are retried with the same commit",
-            transient_retries.clone(),
-        );
-
+        let seconds = Some(Unit::Seconds);
         Arc::new(Metrics {
-            registry,
-            reconciles,
-            reconcile_duration,
-            last_healthy_commit,
-            rollbacks,
-            drifted_objects,
-            applied_objects,
-            git_fetch_duration,
-            git_fetch_failures,
-            notes_push_retries,
-            transient_retries,
+            reconciles: add(
+                &mut r,
+                "reconciles",
+                "Finished reconciles by environment and outcome",
+                None,
+            ),
+            reconcile_duration: add_with(
+                &mut r,
+                "reconcile_duration",
+                "Wall time of one reconcile, fetch to record",
+                seconds.clone(),
+                Family::new_with_constructor(reconcile_histogram),
+            ),
+            last_healthy_commit: add(
+                &mut r,
+                "last_healthy_commit_timestamp",
+                "Commit time of the newest commit recorded healthy for the environment",
+                seconds.clone(),
+            ),
+            rollbacks: add(
+                &mut r,
+                "rollbacks",
+                "Rollbacks started after an unhealthy apply",
+                None,
+            ),
+            drifted_objects: add(
+                &mut r,
+                "drifted_objects",
+                "Live objects that differ from the desired state at the last drift check",
+                None,
+            ),
+            applied_objects: add(
+                &mut r,
+                "applied_objects",
+                "Objects created, updated or deleted by applies",
+                None,
+            ),
+            // 50 ms … ~100 s.
+            git_fetch_duration: add_with(
+                &mut r,
+                "git_fetch_duration",
+                "Duration of fetches from the config repository, successful or not",
+                seconds,
+                Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            ),
+            git_fetch_failures: add(
+                &mut r,
+                "git_fetch_failures",
+                "Fetches from the config repository that failed",
+                None,
+            ),
+            notes_push_retries: add(
+                &mut r,
+                "notes_push_retries",
+                "Notes pushes retried after the remote rejected them",
+                None,
+            ),
+            transient_retries: add(
+                &mut r,
+                "transient_retries",
+                "Passes that failed for a passing reason (API 5xx/429, timeouts, lost connections) and are retried with the same commit",
+                None,
+            ),
+            registry: r,
         })
     }
 
@@ -263,7 +265,7 @@ impl Metrics {
         }
     }
 
-    /// A pass of `env` failed for a reason that may pass (`stage`: one of [`STAGES`]) and will be
+    /// A pass of `env` failed for a reason that may pass (`stage`: one of `STAGES`) and will be
     /// retried with the same commit.
     pub fn transient_retry(&self, env: &str, stage: &str) {
         self.transient_retries

@@ -1,5 +1,6 @@
-//! Everything that makes `gitopsd run` a well-behaved systemd service, independent of what the
-//! reconcile loop does:
+//! The service shell: everything that makes `gitopsd run` a well-behaved systemd service,
+//! independent of what the reconcile loop does. May call: nothing else in the crate (the
+//! scheduler calls it):
 //!
 //! - [`Metrics`]: OpenMetrics counters, gauges and histograms (prometheus-client);
 //! - [`Readiness`] and [`serve_endpoints`]: `/metrics`, `/healthz`, `/readyz` on a loopback socket;
