@@ -1351,6 +1351,11 @@ async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
         md.stdout
     );
 
+    assert!(
+        md.stdout.contains("Rendered by `kustomize v"),
+        "the summary names the renderer of each environment:\n{}",
+        md.stdout
+    );
     println!("--- gitopsd preview --format markdown\n{}---", md.stdout);
 
     let js = preview("json");
@@ -1389,6 +1394,18 @@ async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
         "the base change reaches prod too: {prod:#}"
     );
     assert_eq!(prod_changes[0]["name"], "api-feature-flags", "{prod:#}");
+    assert!(
+        prod_changes[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("base/api.yaml")),
+        "the rendered object names its source file: {prod:#}"
+    );
+    assert!(
+        prod["renderer"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("kustomize v") && r.contains("+ helm v")),
+        "the report names the renderer: {prod:#}"
+    );
     let staging = by_name
         .get("staging")
         .unwrap_or_else(|| panic!("no staging in {report:#}"));

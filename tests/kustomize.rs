@@ -191,6 +191,9 @@ async fn an_overlay_is_applied_and_its_old_generated_configmap_pruned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_helm_chart_renders_with_inline_values() {
+    // The chart lives outside the overlay, as in example-repo: `valuesMerge: replace` makes
+    // kustomize hand the values to helm instead of reading the chart's values.yaml itself (its
+    // load restrictor forbids that outside the overlay); helm applies the chart's defaults.
     let tb = require_testbed!();
     let client = tb.kube_client().await;
     let ns = tb.namespace(&client, "kz-helm").await;
@@ -207,7 +210,7 @@ async fn a_local_helm_chart_renders_with_inline_values() {
     repo.write(
         "overlays/app/kustomization.yaml",
         &format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nhelmGlobals:\n  chartHome: ../../charts\nhelmCharts:\n  - name: hello\n    releaseName: hi\n    valuesInline:\n      greeting: bonjour\n"
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nhelmGlobals:\n  chartHome: ../../charts\nhelmCharts:\n  - name: hello\n    releaseName: hi\n    valuesMerge: replace\n    valuesInline:\n      greeting: bonjour\n"
         ),
     );
     let c1 = repo.commit_push("a local chart");
@@ -370,7 +373,7 @@ async fn a_kustomization_yaml_error_names_file_and_line() {
     let repo = WorkRepo::new(tb, "kz-yaml");
     repo.write(
         "overlays/app/kustomization.yaml",
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - a.yaml\n   - b.yaml\n",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - a.yaml\nnamePrefix: [unclosed\n",
     );
     repo.write(
         "overlays/app/a.yaml",

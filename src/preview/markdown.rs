@@ -289,8 +289,12 @@ fn summary(report: &Report) -> String {
 
 /// One environment's header, errors, object and bucket blocks.
 fn env_blocks(e: &EnvReport, out: &mut Vec<Block>) {
+    let rendered = match &e.renderer {
+        Some(r) => format!(" Rendered by {}.", code(r)),
+        None => String::new(),
+    };
     let header = format!(
-        "### {} — {}\n\n{}.\n\n",
+        "### {} — {}\n\n{}.{rendered}\n\n",
         code(&e.name),
         code(&e.path),
         counts(e)

@@ -17,6 +17,7 @@ pub mod compute;
 pub mod live;
 pub mod markdown;
 pub mod redact;
+mod rendered;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, EnvironmentConfig, HostConfig};
 use crate::git::{GitError, LocalRepo, Mirror, MirrorOptions, Oid};
+use crate::render::Rendering;
 pub use compute::EnvInput;
 pub use report::Report;
 
@@ -43,6 +45,9 @@ pub enum PreviewError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Kube(#[from] crate::k8s::KubeError),
+    /// A renderer could not run or read its tree (host problem, not the change's fault).
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderFailure),
     #[error("{0}")]
     Usage(String),
     #[error("{op} {path}: {source}")]
@@ -230,10 +235,15 @@ pub fn preview_git(
     base: Oid,
     head: Oid,
     envs: &[EnvInput],
+    rendering: &Rendering,
 ) -> Result<Report, PreviewError> {
     let mut environments = Vec::with_capacity(envs.len());
     for env in envs {
-        environments.push(compute::preview_env(repo, base, head, env)?);
+        let report = match rendered::preview_rendered(repo, base, head, env, rendering)? {
+            Some(report) => report,
+            None => compute::preview_env(repo, base, head, env)?,
+        };
+        environments.push(report);
     }
     Ok(Report {
         schema: SCHEMA_VERSION,
@@ -250,6 +260,14 @@ fn write_file(path: &Path, text: &str) -> Result<(), PreviewError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The host's renderers (`renderers:` of the host config, else what is on `PATH`).
+async fn renderers(config: Option<&HostConfig>) -> Result<Rendering, PreviewError> {
+    let cfg = config.map(|c| c.renderers.clone()).unwrap_or_default();
+    Ok(Rendering::from_config(&cfg)
+        .await
+        .map_err(crate::render::RenderFailure::Host)?)
 }
 
 /// Builds the report `args` ask for.
@@ -275,6 +293,7 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
     let only = args.env.clone();
     let live = args.live;
     let config2 = config.clone();
+    let rendering = renderers(config.as_ref()).await?;
     let (git_report, prepared) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
         let (repo, _tmp) = open_repo(&spec, config2.as_ref())?;
         let head = resolve(&repo, &head_rev)?;
@@ -284,7 +303,7 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
         };
         let envs = environments(&repo, head, config2.as_ref(), &only)?;
         let inputs: Vec<EnvInput> = envs.iter().map(|(e, _)| e.clone()).collect();
-        let report = preview_git(&repo, base, head, &inputs)?;
+        let report = preview_git(&repo, base, head, &inputs, &rendering)?;
         let prepared = if live {
             Some(live::prepare(&repo, head, &envs)?)
         } else {
@@ -396,9 +415,10 @@ pub async fn run_preview_watcher(
         .iter()
         .map(EnvInput::from_config)
         .collect();
+    let rendering = Arc::new(renderers(Some(config)).await?);
     let mut done: std::collections::BTreeSet<Oid> = std::collections::BTreeSet::new();
     loop {
-        match watch_once(&mirror, &envs, &mut done).await {
+        match watch_once(&mirror, &envs, &rendering, &mut done).await {
             Ok(n) if n > 0 => tracing::info!(previews = n, "wrote preview notes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "preview pass failed; retrying on the next poll"),
@@ -415,9 +435,11 @@ pub async fn run_preview_watcher(
 pub async fn watch_once(
     mirror: &Arc<Mirror>,
     envs: &[EnvInput],
+    rendering: &Arc<Rendering>,
     done: &mut std::collections::BTreeSet<Oid>,
 ) -> Result<usize, PreviewError> {
     let m = Arc::clone(mirror);
+    let rendering = Arc::clone(rendering);
     let envs = envs.to_vec();
     let skip = done.clone();
     let (seen, written) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
@@ -434,7 +456,7 @@ pub async fn watch_once(
             }
             let repo = m.read_only()?;
             let base = repo.merge_base(head, branch)?;
-            let report = preview_git(&repo, base, head, &envs)?;
+            let report = preview_git(&repo, base, head, &envs, &rendering)?;
             let text = note_text(&report, 65536);
             m.update_note(head, &|_| text.clone())?;
             tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");

@@ -47,6 +47,10 @@ pub struct EnvReport {
     pub changes: Vec<ObjectChange>,
     pub errors: Vec<ValidationError>,
     pub buckets: Vec<BucketChange>,
+    /// The renderer that produced the head's objects (e.g. `kustomize v5.8.2 + helm v4.3.1`);
+    /// absent for plain YAML folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renderer: Option<String>,
 }
 
 impl EnvReport {

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::config::RenderersConfig;
 use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid};
 use crate::manifest::{
     self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError,
 };
-use crate::render::{self, Inputs, Limits, RendererPaths, Renderers, Tree};
+pub use crate::render::Rendering;
+use crate::render::{self, Inputs, Tree};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
 
 /// Runs a blocking git operation on the blocking pool.
@@ -44,31 +44,6 @@ impl From<render::RenderFailure> for RenderFailure {
             render::RenderFailure::Tree(render::TreeError::Git(e)) => RenderFailure::Git(e),
             other => RenderFailure::Renderer(other),
         }
-    }
-}
-
-/// How this host renders environments: its renderer binaries and their limits.
-#[derive(Clone, Debug, Default)]
-pub struct Rendering {
-    pub renderers: Renderers,
-    pub limits: Limits,
-}
-
-impl Rendering {
-    /// Resolves the host config's `renderers:` (unset binaries from `PATH`).
-    pub async fn from_config(cfg: &RenderersConfig) -> Result<Rendering, render::HostError> {
-        let paths = RendererPaths {
-            kustomize: cfg.kustomize.clone(),
-            helm: cfg.helm.clone(),
-            scratch_dir: cfg.scratch_dir.clone(),
-        };
-        let search = crate::config::search_path();
-        let renderers = Renderers::resolve(&paths, search.as_deref()).await?;
-        let mut limits = Limits::default();
-        if let Some(t) = cfg.timeout {
-            limits.timeout = t;
-        }
-        Ok(Rendering { renderers, limits })
     }
 }
 

@@ -201,29 +201,40 @@ impl Walk<'_> {
                     )));
                 }
             }
-            RefKind::Chart => self.chart(dir, file, listing, r),
+            RefKind::Chart => self.chart(dir, file, listing, r)?,
         }
         Ok(())
     }
 
-    /// A local chart: a folder inside the kustomization's folder (kustomize's load restrictor
-    /// refuses charts elsewhere, and charts are never pulled).
-    fn chart(&mut self, dir: &str, file: &str, listing: &[TreeFile], r: &Reference) {
+    /// A local chart: a folder of the repository (kustomize hands a `chartHome` outside the
+    /// kustomization's folder straight to helm, which reads it from the export; charts are
+    /// never pulled). A chart outside the folder is exported and recorded as an input.
+    fn chart(
+        &mut self,
+        dir: &str,
+        file: &str,
+        listing: &[TreeFile],
+        r: &Reference,
+    ) -> Result<(), TreeError> {
         let prefix = format!("{}/", r.path);
-        let message = if !paths::within(dir, &r.path) {
-            format!(
-                "helmCharts: chart folder {} is outside the kustomization's folder {dir:?}; kustomize loads charts only from inside it",
-                r.path
-            )
-        } else if !listing.iter().any(|f| f.path.starts_with(&prefix)) {
-            format!(
+        let found = if paths::within(dir, &r.path) {
+            listing.iter().any(|f| f.path.starts_with(&prefix))
+        } else if let Some(id) = self.tree.tree_id(&r.path)? {
+            let chart = self.tree.list_files(&r.path)?;
+            self.add_files(&chart);
+            self.folders.insert(r.path.clone(), id);
+            !chart.is_empty()
+        } else {
+            false
+        };
+        if !found {
+            let message = format!(
                 "helmCharts: local chart folder {} not found; charts are not pulled, put the chart in the repository",
                 r.path
-            )
-        } else {
-            return;
-        };
-        self.errors.push(file_error(file, Some(r.line), message));
+            );
+            self.errors.push(file_error(file, Some(r.line), message));
+        }
+        Ok(())
     }
 
     /// Records files for export; symlinks and submodules are refused (a symlink could point

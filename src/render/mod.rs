@@ -21,6 +21,7 @@ mod kustomization;
 mod output;
 mod paths;
 pub mod sandbox;
+mod setup;
 mod tree;
 
 use std::ffi::OsString;
@@ -34,7 +35,8 @@ pub use error::{HostError, RenderFailure};
 pub use inputs::Inputs;
 pub use output::ORIGIN_ANNOTATION;
 pub use sandbox::{Isolation, Scratch};
-pub use tree::{Tree, TreeError};
+pub use setup::Rendering;
+pub use tree::{LocalTree, Tree, TreeError};
 
 use crate::manifest::{DesiredState, RenderError};
 use closure::{Closure, ClosureError};

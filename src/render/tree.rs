@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::git::{GitError, Mirror, Oid, TreeFile};
+use crate::git::{GitError, LocalRepo, Mirror, Oid, TreeFile};
 
 /// Reading a revision's tree failed. Never the commit's fault: retry later.
 #[derive(Debug, thiserror::Error)]
@@ -44,5 +44,36 @@ impl Tree for (Arc<Mirror>, Oid) {
 
     fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError> {
         Ok(self.0.tree_id(self.1, dir)?)
+    }
+}
+
+/// One revision of a local repository (the preview's), shared between threads.
+pub struct LocalTree {
+    pub repo: Arc<std::sync::Mutex<LocalRepo>>,
+    pub rev: Oid,
+}
+
+impl LocalTree {
+    fn with<T>(&self, f: impl FnOnce(&LocalRepo) -> Result<T, GitError>) -> Result<T, TreeError> {
+        let repo = self.repo.lock().map_err(|_| TreeError::Read {
+            repo: "local repository".into(),
+            what: "a revision".into(),
+            message: "an earlier read panicked".into(),
+        })?;
+        Ok(f(&repo)?)
+    }
+}
+
+impl Tree for LocalTree {
+    fn list_files(&self, dir: &str) -> Result<Vec<TreeFile>, TreeError> {
+        self.with(|r| r.list_files(self.rev, dir))
+    }
+
+    fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, TreeError> {
+        self.with(|r| r.read_blobs(ids))
+    }
+
+    fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError> {
+        self.with(|r| r.tree_id(self.rev, dir))
     }
 }

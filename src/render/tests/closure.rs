@@ -163,3 +163,33 @@ fn cycles_terminate() {
     assert_eq!(c.inputs.folders().count(), 2);
     assert!(t.tree_id("a").unwrap().is_some());
 }
+
+#[test]
+fn a_chart_home_elsewhere_in_the_repository_is_exported_and_an_input() {
+    let t = repo()
+        .with(
+            "charts/web/Chart.yaml",
+            "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+        )
+        .with("charts/web/templates/cm.yaml", "kind: ConfigMap\n")
+        .with(
+            "overlays/chart/kustomization.yaml",
+            "helmGlobals:\n  chartHome: ../../charts\nhelmCharts:\n- name: web\n",
+        );
+    let c = collect(&t, "overlays/chart").unwrap();
+    assert!(c.uses_helm);
+    assert!(c.files.contains_key("charts/web/templates/cm.yaml"));
+    let inputs: Vec<&str> = c.inputs.folders().map(|(d, _)| d).collect();
+    assert_eq!(inputs, vec!["charts/web", "overlays/chart"]);
+    let errors = invalid(
+        &t.with(
+            "overlays/nochart/kustomization.yaml",
+            "helmGlobals:\n  chartHome: ../../charts\nhelmCharts:\n- name: api\n",
+        ),
+        "overlays/nochart",
+    );
+    assert!(
+        errors[0].2.contains("chart folder charts/api not found"),
+        "{errors:?}"
+    );
+}

@@ -237,7 +237,12 @@ fn inline_plugin_configurations_are_not_paths() {
     );
     assert_eq!(
         got,
-        vec![("env/t.yaml".to_string(), "transformers", 8, RefKind::Resource)]
+        vec![(
+            "env/t.yaml".to_string(),
+            "transformers",
+            8,
+            RefKind::Resource
+        )]
     );
 }
 
@@ -248,7 +253,13 @@ fn inline_plugins_other_than_builtins_and_inline_helm_are_refused() {
     );
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(errors[0].0, 3, "the line of the inline document");
-    assert!(errors[0].1.contains("HelmChartInflationGenerator"), "{errors:?}");
+    assert!(
+        errors[0].1.contains("HelmChartInflationGenerator"),
+        "{errors:?}"
+    );
     assert_eq!(errors[1].0, 8);
-    assert!(errors[1].1.contains("not a kustomize builtin"), "{errors:?}");
+    assert!(
+        errors[1].1.contains("not a kustomize builtin"),
+        "{errors:?}"
+    );
 }
