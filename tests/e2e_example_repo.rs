@@ -1295,10 +1295,14 @@ async fn preview_step(_tb: &Testbed, host: &Host, work: &Work) {
         "new checkout flow (base), e2e credentials (staging)",
     );
     let repo = work.dir.display().to_string();
+    // The host config names the renderers (the testbed's kustomize and helm).
+    let config = host.config.display().to_string();
     let preview = |format: &str| {
         host.run(
             &[
                 "preview",
+                "--config",
+                &config,
                 "--repo",
                 &repo,
                 "--base",
