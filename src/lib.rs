@@ -11,6 +11,8 @@
 //!   and `helm` in a sandbox, re-run only when its inputs' trees changed.
 //! - `manifest` (render): the typed desired state (objects, identities, sources) and the
 //!   renderer of plain-YAML folders.
+//! - `confine` (validate): every object and bucket inside the environment's bounds from the host
+//!   config (namespaces, cluster-scoped kinds, refused kinds, bucket names), before any request.
 //! - `schema` (validate): path-tracking field checks shared by the bucket spec and the host config.
 //! - `plan` (plan): what differs between two versions of an object, the one comparison the daemon
 //!   and previews share.
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod confine;
 pub mod git;
 pub mod k8s;
 pub mod manifest;

@@ -939,6 +939,29 @@ async fn apply_rbac_yaml(client: &kube::Client) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rbac.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
+    apply_docs(client, docs).await;
+}
+
+/// The operator's step for one namespace: the RoleBinding of deploy/kubernetes/namespace.yaml
+/// (the test's namespace exists already and stays the test's, so its Namespace document is
+/// left out).
+async fn bind_namespace(client: &kube::Client, ns: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/namespace.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("NAMESPACE", ns)
+        .replace("ENVIRONMENT", "unused")
+        .replace("INSTANCE", "unused");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("namespace.yaml parses");
+    let bindings: Vec<Value> = docs
+        .into_iter()
+        .filter(|d| d["kind"] == "RoleBinding")
+        .collect();
+    assert_eq!(bindings.len(), 1, "namespace.yaml holds one RoleBinding");
+    apply_docs(client, bindings).await;
+}
+
+async fn apply_docs(client: &kube::Client, docs: Vec<Value>) {
     let discovery = kube::Discovery::new(client.clone())
         .run()
         .await
@@ -1025,6 +1048,7 @@ async fn sa_fixture(
     apply_rbac_yaml(&admin).await;
     let token = service_account_token(&admin).await;
     let f = Fixture::with(tb, prefix, |_| {}).await;
+    bind_namespace(&admin, &f.ns).await;
     let kubeconfig = f.gitopsd.dir().join("gitopsd-sa.kubeconfig");
     std::fs::write(
         &kubeconfig,

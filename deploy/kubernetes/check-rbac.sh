@@ -5,7 +5,7 @@
 #
 #   KUBECONFIG=<admin kubeconfig> deploy/kubernetes/check-rbac.sh [ENV_DIR]   (default example-repo/environments/prod)
 #
-# Side effects, all undone on exit: applies rbac.yaml if gitopsd-apply does not exist yet, and
+# Side effects, all undone on exit: applies rbac.yaml if gitopsd-read does not exist yet, and
 # creates the folder's namespaces, Roles and ClusterRoles (as gitopsd) under a unique prefix
 # (rbacchk-<pid>-<name>) so they cannot collide with a real environment. Every other object is
 # only dry-run. Needs kubectl and python3-yaml.
@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! kubectl get clusterrole gitopsd-apply gitopsd-bind-edit >/dev/null 2>&1; then
+if ! kubectl get clusterrole gitopsd-read gitopsd-namespace-apply gitopsd-bind-edit >/dev/null 2>&1; then
     kubectl apply -f "$here/rbac.yaml" >/dev/null
     created_rbac=1
 fi
@@ -77,6 +77,12 @@ fail=0
 # need their namespace and a (Cluster)RoleBinding dry-run needs the role it refers to (creating
 # a role without `escalate` is itself the check that gitopsd holds what the role grants).
 if kubectl apply --server-side --field-manager=gitopsd --as="$sa" -f "$tmp/ns.yaml" >"$tmp/ns.out" 2>&1 &&
+    # The operator's step per namespace (namespace.yaml): bind gitopsd-namespace-apply in it.
+    while read -r n; do
+        sed -e "s/NAMESPACE/$n/" -e s/ENVIRONMENT/rbac-check/ -e s/INSTANCE/rbac-check/ "$here/namespace.yaml" |
+            python3 -c 'import sys,yaml; print(yaml.safe_dump_all([d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"]=="RoleBinding"]))' |
+            kubectl apply -f - >>"$tmp/ns.out" 2>&1
+    done <"$tmp/namespaces" &&
     kubectl apply --server-side --field-manager=gitopsd --as="$sa" -f "$tmp/roles.yaml" >>"$tmp/ns.out" 2>&1; then
     echo "check-rbac: ok   namespaces, roles and clusterroles created as $sa"
 else

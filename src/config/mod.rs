@@ -164,6 +164,48 @@ pub struct EnvironmentConfig {
     /// How often buckets (which have no watch) are re-read for drift.
     #[serde(default = "default_drift_interval", with = "humantime_serde")]
     pub drift_interval: Duration,
+    /// Namespace globs this environment may write to. Unset: its `namespace` and the
+    /// Namespaces it creates itself (never `kube-*`). Pushers are less trusted than the operator:
+    /// these bounds are checked on every render, before any dry-run or write.
+    #[serde(default)]
+    pub allowed_namespaces: Option<Vec<String>>,
+    /// Cluster-scoped kinds it may write, as `Kind.group` globs (`Kind` for the core group).
+    #[serde(default = "default_cluster_scoped")]
+    pub cluster_scoped: Vec<String>,
+    /// Kinds refused wherever they are; the default refuses RBAC bindings to `system:*`
+    /// users and groups. Setting the list replaces the default.
+    #[serde(default = "default_denied_kinds")]
+    pub denied_kinds: Vec<DeniedKind>,
+    /// Bucket name globs (`spec.name`). Unset: no buckets.
+    #[serde(default)]
+    pub buckets: Vec<String>,
+    /// `NAMESPACE/NAME` of a ServiceAccount that writes are made as (impersonation), so the
+    /// cluster's own RBAC confines the environment too.
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+/// A refused kind: `Kind.group` glob, or that glob and a subject-name glob for RBAC bindings
+/// (refused when any `User` or `Group` subject matches).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DeniedKind {
+    Kind(String),
+    Binding { kind: String, subjects: String },
+}
+
+fn default_cluster_scoped() -> Vec<String> {
+    vec!["Namespace".to_string()]
+}
+
+fn default_denied_kinds() -> Vec<DeniedKind> {
+    ["RoleBinding", "ClusterRoleBinding"]
+        .into_iter()
+        .map(|kind| DeniedKind::Binding {
+            kind: format!("{kind}.rbac.authorization.k8s.io"),
+            subjects: "system:*".to_string(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

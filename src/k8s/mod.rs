@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod apply;
+mod error;
 pub mod health;
 pub mod live;
 pub mod managed;
@@ -25,6 +26,8 @@ use tokio::sync::Mutex;
 use crate::config::{EnvironmentConfig, KubernetesConfig};
 use crate::manifest::{Manifest, ObjectKey};
 
+pub use error::KubeError;
+
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "gitopsd";
 /// Ownership: gitopsd only ever changes or deletes objects carrying these labels with its own
@@ -35,90 +38,11 @@ pub const ENV_LABEL: &str = "gitopsd.dev/environment";
 pub const INSTANCE_LABEL: &str = "gitopsd.dev/instance";
 pub const ENV_ANNOTATION: &str = "gitopsd.dev/environment";
 
-#[derive(Debug, thiserror::Error)]
-pub enum KubeError {
-    #[error("kubeconfig {path}: {message}")]
-    Config { path: String, message: String },
-    #[error("{object}: kind {kind} ({api_version}) is not served by the cluster")]
-    UnknownKind {
-        object: String,
-        api_version: String,
-        kind: String,
-    },
-    #[error("{object}: {verb} refused ({code} {reason}): {message}")]
-    Api {
-        object: String,
-        verb: &'static str,
-        code: u16,
-        reason: String,
-        message: String,
-    },
-    #[error("{object}: {verb}: {message}")]
-    Transport {
-        object: String,
-        verb: &'static str,
-        message: String,
-    },
-    #[error("timed out after {after:?} waiting for {what}")]
-    Timeout { what: String, after: Duration },
-}
-
-impl KubeError {
-    /// Throttling, server errors and transport failures may succeed later; refusals will not.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            // Server-side apply answers 500 when the object does not fit the schema (its typed
-            // patch cannot be built): that is the content's fault, not the server's.
-            KubeError::Api {
-                code: 500, message, ..
-            } if is_schema_error(message) => false,
-            KubeError::Api { code, .. } => matches!(code, 429 | 500 | 502 | 503 | 504),
-            KubeError::Transport { .. } | KubeError::Timeout { .. } => true,
-            KubeError::Config { .. } | KubeError::UnknownKind { .. } => false,
-        }
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, KubeError::Api { code: 404, .. })
-    }
-
-    /// The API's own message without our prefix, for notes and previews.
-    pub fn reason(&self) -> String {
-        match self {
-            KubeError::Api {
-                message, reason, ..
-            } if !reason.is_empty() => format!("{reason}: {message}"),
-            KubeError::Api { message, .. } => message.clone(),
-            other => other.to_string(),
-        }
-    }
-
-    pub(crate) fn from_kube(object: &str, verb: &'static str, err: kube::Error) -> KubeError {
-        match err {
-            kube::Error::Api(status) => KubeError::Api {
-                object: object.to_string(),
-                verb,
-                code: status.code,
-                reason: status.reason.clone(),
-                message: status.message.clone(),
-            },
-            other => KubeError::Transport {
-                object: object.to_string(),
-                verb,
-                message: other.to_string(),
-            },
-        }
-    }
-}
-
-fn is_schema_error(message: &str) -> bool {
-    [
-        "failed to create typed patch object",
-        "field not declared in schema",
-        "failed to create typed live object",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
+/// The user name a ServiceAccount `NAMESPACE/NAME` authenticates as (the apiserver adds its
+/// groups when it is impersonated).
+fn service_account_user(sa: &str) -> String {
+    let (ns, name) = sa.split_once('/').unwrap_or(("default", sa));
+    format!("system:serviceaccount:{ns}:{name}")
 }
 
 /// The object as sent for environment `env` of `instance`: the manifest without `status`, in its
@@ -190,7 +114,11 @@ pub struct OwnedObject {
 
 /// One environment's cluster.
 pub struct Cluster {
+    /// Reads: discovery, the watches of owned objects, health.
     client: Client,
+    /// Dry-runs, applies and deletes: the environment's ServiceAccount when one is configured
+    /// (impersonation), so the cluster's RBAC bounds what a commit can do.
+    writer: Client,
     instance: String,
     env: String,
     default_namespace: String,
@@ -230,14 +158,26 @@ impl Cluster {
                 .await
                 .map_err(|e| config_err(e.to_string()))?,
         };
+        let writer = match &env.service_account {
+            Some(sa) => {
+                let mut as_sa = config.clone();
+                as_sa.auth_info.impersonate = Some(service_account_user(sa));
+                Some(Client::try_from(as_sa).map_err(|e| config_err(e.to_string()))?)
+            }
+            None => None,
+        };
         let client = Client::try_from(config).map_err(|e| config_err(e.to_string()))?;
-        Ok(Cluster::new(
+        let mut cluster = Cluster::new(
             client,
             instance,
             &env.name,
             &env.namespace,
             env.force_conflicts,
-        ))
+        );
+        if let Some(writer) = writer {
+            cluster.writer = writer;
+        }
+        Ok(cluster)
     }
 
     pub fn new(
@@ -248,6 +188,7 @@ impl Cluster {
         force: bool,
     ) -> Cluster {
         Cluster {
+            writer: client.clone(),
             client,
             instance: instance.to_string(),
             env: env.to_string(),
@@ -331,8 +272,8 @@ impl Cluster {
             &self.default_namespace,
         );
         let api = match &namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
-            None => Api::all_with(self.client.clone(), &resource),
+            Some(ns) => Api::namespaced_with(self.writer.clone(), ns, &resource),
+            None => Api::all_with(self.writer.clone(), &resource),
         };
         Ok(Target {
             api,

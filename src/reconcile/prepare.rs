@@ -10,6 +10,7 @@ use super::decide::Wanted;
 use super::record::render_errors;
 use super::source::{self, Earlier, EnvRender, Kustomized, RenderFailure};
 use super::{EnvWorker, ReconcileError};
+use crate::confine::{self, Bounds, Placed};
 use crate::git::{Mirror, Oid};
 use crate::k8s::managed;
 use crate::manifest::{DesiredState, Manifest, ObjectKey};
@@ -111,6 +112,10 @@ impl EnvWorker {
         let buckets = self.parse_buckets(&rendered.state)?;
         let mut prepared = self.resolve(commit, rendered.state, buckets).await?;
         prepared.kustomized = rendered.kustomized;
+        let out_of_bounds = self.confine(&prepared);
+        if !out_of_bounds.is_empty() {
+            return Err(PrepareFailure::Invalid(out_of_bounds));
+        }
         let prepared = Arc::new(prepared);
         if let Some(old) = self.prepared.replace(Arc::clone(&prepared)) {
             self.earlier_buckets = Some((old.commit, old.buckets.clone()));
@@ -126,6 +131,33 @@ impl EnvWorker {
             kustomized: p.kustomized.as_ref(),
         });
         source::render_env(mirror, commit, &self.cfg.path, &self.rendering, earlier).await
+    }
+
+    /// Stage `confine`: what of `p` is outside the environment's bounds (scope from discovery,
+    /// or from the commit's own CRDs for kinds the cluster does not serve yet).
+    fn confine(&self, p: &Prepared) -> Vec<ObjectError> {
+        let mut placed: Vec<Placed> = p
+            .manifests
+            .iter()
+            .zip(&p.wanted)
+            .map(|(m, w)| Placed {
+                manifest: m.as_ref(),
+                namespace: w.key.namespace.as_deref(),
+            })
+            .collect();
+        for m in &p.unresolved {
+            let namespaced = confine::namespaced_by_crds(m, p.state.kube_objects());
+            placed.push(Placed {
+                manifest: m.as_ref(),
+                namespace: namespaced
+                    .then(|| m.key.namespace.as_deref().unwrap_or(&self.cfg.namespace)),
+            });
+        }
+        placed.extend(p.state.buckets().map(|m| Placed {
+            manifest: m,
+            namespace: None,
+        }));
+        Bounds::new(&self.cfg).check(&placed)
     }
 
     fn parse_buckets(

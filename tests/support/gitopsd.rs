@@ -201,7 +201,14 @@ pub struct Env {
     pub rollback: bool,
     /// More keys of the environment, as YAML lines indented by four spaces.
     pub extra: String,
+    /// The environment's bounds (`allowed_namespaces`, `cluster_scoped`, `buckets`, …) as YAML
+    /// lines. Tests of other behaviour are unbounded; the confinement tests set their own.
+    pub bounds: String,
 }
+
+/// Bounds that let a test environment touch any namespace, cluster-scoped kind and bucket.
+pub const UNBOUNDED: &str =
+    "    allowed_namespaces: ['*']\n    cluster_scoped: ['*']\n    buckets: ['*']\n";
 
 impl Env {
     /// An environment named uniquely after `prefix`, rendering `path` into `namespace`.
@@ -215,6 +222,7 @@ impl Env {
             apply_concurrency: None,
             rollback: true,
             extra: String::new(),
+            bounds: UNBOUNDED.to_string(),
         }
     }
 
@@ -239,6 +247,7 @@ impl Env {
         if let Some(n) = self.apply_concurrency {
             y.push_str(&format!("    apply_concurrency: {n}\n"));
         }
+        y.push_str(&self.bounds);
         y.push_str(&self.extra);
         y
     }
@@ -642,6 +651,8 @@ pub struct AuditEvent {
     pub name: String,
     pub dry_run: bool,
     pub user: String,
+    /// The user the request was made as (`Impersonate-User`), if any.
+    pub impersonated: Option<String>,
     pub user_agent: String,
     pub code: i64,
 }
@@ -698,6 +709,9 @@ pub async fn audit_writes(tb: &Testbed, client: &kube::Client, ns: &str) -> Vec<
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
+                impersonated: v["impersonatedUser"]["username"]
+                    .as_str()
+                    .map(str::to_string),
                 user_agent: v["userAgent"].as_str().unwrap_or_default().to_string(),
                 code: v["responseStatus"]["code"].as_i64().unwrap_or_default(),
             });

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::names::{check_readable, is_dns_label, is_http_url};
-use crate::config::{EnvironmentConfig, HealthConfig, S3Config};
+use crate::config::{DeniedKind, EnvironmentConfig, HealthConfig, S3Config};
+use crate::confine;
 use crate::schema::Checker;
 
 /// The checker is at `environments`.
@@ -61,6 +62,48 @@ fn check<'a>(env: &'a EnvironmentConfig, names: &mut BTreeSet<&'a str>, c: &mut 
     c.at("health", |c| check_health(&env.health, c));
     if env.apply_concurrency == 0 {
         c.problem_at("apply_concurrency", "must be at least 1");
+    }
+    check_bounds(env, c);
+}
+
+/// The checker is at `environments[i]`: every glob compiles, the ServiceAccount is `NS/NAME`.
+fn check_bounds(env: &EnvironmentConfig, c: &mut Checker) {
+    let globs = |key: &str, list: &[String], c: &mut Checker| {
+        c.at(key, |c| {
+            for (j, glob) in list.iter().enumerate() {
+                if !confine::valid_glob(glob) {
+                    c.at_index(j, |c| c.problem(format!("{glob:?} is not a valid glob")));
+                }
+            }
+        });
+    };
+    if let Some(list) = &env.allowed_namespaces {
+        globs("allowed_namespaces", list, c);
+    }
+    globs("cluster_scoped", &env.cluster_scoped, c);
+    globs("buckets", &env.buckets, c);
+    let denied: Vec<String> = env
+        .denied_kinds
+        .iter()
+        .flat_map(|d| match d {
+            DeniedKind::Kind(k) => vec![k.clone()],
+            DeniedKind::Binding { kind, subjects } => vec![kind.clone(), subjects.clone()],
+        })
+        .collect();
+    globs("denied_kinds", &denied, c);
+    if let Some(sa) = &env.service_account {
+        let valid = sa
+            .split_once('/')
+            .is_some_and(|(ns, name)| is_dns_label(ns) && !name.is_empty() && !name.contains('/'));
+        if !valid {
+            c.problem_at(
+                "service_account",
+                format!("{sa:?} must be NAMESPACE/NAME of a ServiceAccount"),
+            );
+        }
+        if env.kubernetes.is_none() {
+            c.problem_at("service_account", "needs a kubernetes target");
+        }
     }
 }
 
