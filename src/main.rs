@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gitopsd::config::HostConfig;
-use gitopsd::reconcile::{self, daemon, source::git};
+use gitopsd::reconcile::{self, daemon, source::git, summary};
 use gitopsd::status;
 
 #[derive(Parser)]
@@ -36,6 +36,9 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         env: Option<String>,
+        /// `text`: one line per environment; `json`: one JSON array, for tools.
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
     },
     /// Check a host config and report every problem.
     Validate {
@@ -134,7 +137,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             reconcile::scheduler::run(path, config, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Once { config, env } => once(&load(&config)?, env.as_deref()).await,
+        Command::Once {
+            config,
+            env,
+            output,
+        } => once(&load(&config)?, env.as_deref(), output == "json").await,
         Command::Status { config, output } => {
             let config = load(&config)?;
             let report = daemon::status_report(&config).await?;
@@ -178,20 +185,32 @@ fn validate(config: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn once(config: &HostConfig, env: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn once(config: &HostConfig, env: Option<&str>, as_json: bool) -> anyhow::Result<ExitCode> {
     let results = daemon::once(config, env).await?;
     let mut all = true;
-    for (env, result) in results {
-        match result {
+    let mut json = Vec::new();
+    for r in results {
+        match &r.step {
             Ok(step) => {
                 all &= step.converged();
-                println!("{env}: {step:?}");
+                if as_json {
+                    json.push(summary::json(&r.env, step, r.record.as_ref()));
+                } else {
+                    println!("{}", summary::line(&r.env, step, r.record.as_ref()));
+                }
             }
             Err(e) => {
                 all = false;
-                println!("{env}: error: {e}");
+                if as_json {
+                    json.push(serde_json::json!({"environment": r.env, "error": e.to_string()}));
+                } else {
+                    println!("{}: error: {e}", r.env);
+                }
             }
         }
+    }
+    if as_json {
+        println!("{}", serde_json::Value::Array(json));
     }
     Ok(exit_code(all))
 }
@@ -239,7 +258,7 @@ async fn rollback(config: &HostConfig, env: &str, to: String) -> anyhow::Result<
     let worker = workers.first_mut().context("no such environment")?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let step = worker.manual_rollback(&mirror, commit, &cancel).await?;
-    println!("{env}: {step:?}");
+    println!("{}", summary::line(env, &step, None));
     Ok(exit_code(step.converged()))
 }
 

@@ -55,7 +55,18 @@ async fn an_object_outside_the_allowed_namespaces_rejects_the_commit_and_applies
         ),
     );
     let c1 = f.repo.commit_push("one object elsewhere");
-    once(&f).assert_failure("an out-of-bounds commit is rejected");
+    let out = once(&f);
+    out.assert_failure("an out-of-bounds commit is rejected");
+    // One readable line: outcome, short commit, counts, the first error with file:line.
+    let line = format!("{}: rejected {}: 0 created", f.env.name, &c1[..12]);
+    assert!(out.stdout.contains(&line), "{out}");
+    assert!(out.stdout.contains("outside.yaml:1"), "{out}");
+    let js = f
+        .gitopsd
+        .cmd("once", &["--env", &f.env.name, "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(js.stdout.trim()).expect("once --output json");
+    assert_eq!(v[0]["outcome"], "rejected", "{js}");
+    assert_eq!(v[0]["commit"], c1.as_str(), "{js}");
 
     let r = f.repo.expect_record(&c1, &f.env.name);
     assert_eq!(r.outcome, Outcome::Rejected, "{r:?}");

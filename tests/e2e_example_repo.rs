@@ -1023,7 +1023,7 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
     );
     for env in ENVS {
         assert!(
-            first.stdout.contains(&format!("{env}: Recorded")) && first.stdout.contains("Healthy"),
+            first.stdout.contains(&format!("{env}: healthy ")),
             "stdout names {env} recorded healthy: {}",
             first.stdout
         );
@@ -1085,7 +1085,7 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
     assert!(noop.ok(), "no-op `once`: {noop}");
     for env in ENVS {
         assert!(
-            noop.stdout.contains(&format!("{env}: Converged")),
+            noop.stdout.contains(&format!("{env}: healthy at ")),
             "{env} converged: {noop}"
         );
     }
@@ -1237,7 +1237,7 @@ async fn example_repo_three_environments_and_a_day_of_changes() {
         !again.ok(),
         "a pinned head is not healthy at the head: {again}"
     );
-    assert!(again.stdout.contains("Pinned"), "stays pinned: {again}");
+    assert!(again.stdout.contains(": pinned "), "stays pinned: {again}");
     assert_eq!(
         work.remote_notes_ref(),
         notes_before,

@@ -119,7 +119,7 @@ async fn unready_deployment_is_rolled_back_and_pinned() {
     let c = f.repo.commit_push("C: pods never become ready");
     let out = f.once().await;
     out.assert_failure("once on C (rolled back)");
-    assert!(out.stdout.contains("RolledBack"), "{out}");
+    assert!(out.stdout.contains(": rolled-back "), "{out}");
 
     // The previous spec is back and Available.
     let (available, image, labels) = f.web().await;
@@ -159,7 +159,7 @@ async fn unready_deployment_is_rolled_back_and_pinned() {
     let before = audit_writes(tb, &f.client, &f.ns).await.len();
     let again = f.once().await;
     again.assert_failure("once on the pinned head");
-    assert!(again.stdout.contains("Pinned"), "{again}");
+    assert!(again.stdout.contains(": pinned "), "{again}");
     let writes = audit_writes(tb, &f.client, &f.ns).await;
     let writes = admin_writes(&writes[before..]);
     assert!(

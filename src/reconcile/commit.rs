@@ -45,7 +45,7 @@ impl EnvWorker {
         if let Some(record) = self.same_as_pinned(mirror, history, head).await? {
             return self.finish(mirror, head, record).await;
         }
-        tracing::info!(env = %self.cfg.name, commit = %head, from = from.as_deref().unwrap_or("-"), "reconciling");
+        tracing::info!(env = %self.cfg.name, commit = %head, from = from.as_deref().unwrap_or("none"), "reconciling");
         let p = match self.prepare(mirror, head).await {
             Ok(p) => p,
             Err(PrepareFailure::Effect(e)) => return Err(e),

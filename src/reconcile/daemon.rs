@@ -116,10 +116,17 @@ pub(super) async fn fetch(
 }
 
 /// One pass over every selected environment (the `once` command).
+/// One environment's result of `once`: the step, and the note's record of its commit.
+pub struct OnceResult {
+    pub env: String,
+    pub step: Result<Step, ReconcileError>,
+    pub record: Option<crate::status::Record>,
+}
+
 pub async fn once(
     config: &HostConfig,
     only: Option<&str>,
-) -> Result<Vec<(String, Result<Step, ReconcileError>)>, ReconcileError> {
+) -> Result<Vec<OnceResult>, ReconcileError> {
     let mirror = open_mirror(config).await?;
     let head = fetch(&mirror, None).await?;
     let mut workers = build_workers(config, only, None).await?;
@@ -137,7 +144,27 @@ pub async fn once(
     if let Err(e) = git(&mirror, |m| m.push_pending_notes()).await {
         tracing::warn!(error = %e, "notes not pushed yet; they stay in the local mirror");
     }
-    Ok(results)
+    let mut out = Vec::with_capacity(results.len());
+    for (env, step) in results {
+        let record = match &step {
+            Ok(step) => record_of(&mirror, &env, step).await,
+            Err(_) => None,
+        };
+        out.push(OnceResult { env, step, record });
+    }
+    Ok(out)
+}
+
+/// The note's record of the step's commit for `env` (what the pass wrote), if it can be read.
+async fn record_of(mirror: &Arc<Mirror>, env: &str, step: &Step) -> Option<crate::status::Record> {
+    let commit = match step {
+        Step::Converged { commit }
+        | Step::Pinned { commit, .. }
+        | Step::Recorded { commit, .. }
+        | Step::Drift { commit, .. } => commit.parse::<crate::git::Oid>().ok()?,
+    };
+    let text = git(mirror, move |m| m.read_note(commit)).await.ok()??;
+    crate::status::Note::parse(&text).environments.remove(env)
 }
 
 /// Per environment: last healthy commit, last outcome, pinned commits and pending commits

@@ -22,6 +22,7 @@ mod record;
 mod rollback;
 pub mod scheduler;
 pub mod source;
+pub mod summary;
 mod validate;
 
 use std::collections::BTreeSet;
