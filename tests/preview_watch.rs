@@ -1,6 +1,8 @@
 //! The daemon option: refs matching `previews.refs` get their preview written as a note under
 //! `previews.notes_ref` on the head commit, against the merge base with the branch.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -108,9 +110,10 @@ async fn pull_request_heads_get_a_preview_note() {
 
     let config = HostConfig::from_text(
         &format!(
-            "repository:\n  url: {}\n  poll: 1s\nstate_dir: {}\npreviews:\n  refs: refs/pull/*/head\n  notes_ref: refs/notes/gitopsd-preview\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {{}}\n",
+            "repository:\n  url: {}\n  poll: 1s\nstate_dir: {}\nnotes_signing_key_file: {}\npreviews:\n  refs: refs/pull/*/head\n  notes_ref: refs/notes/gitopsd-preview\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {{}}\n",
             remote.display(),
-            tmp.path().join("state").display()
+            tmp.path().join("state").display(),
+            support::notes_key(tmp.path()).display()
         ),
         Path::new("test.yaml"),
     )
