@@ -151,6 +151,67 @@ async fn pull_request_heads_get_a_preview_note() {
     );
     assert_eq!(notes_commits, "1");
     assert!(tmp.path().join("state/previews.git").exists());
+    assert!(text.contains("<!-- gitopsd-signature"), "{text}");
+
+    // A pusher's note on a new pull request head does not make the watcher skip it: the
+    // unsigned note is replaced by a signed preview.
+    git(&work, &["checkout", "-q", "feature"]);
+    std::fs::write(
+        work.join("environments/dev/b.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "second pull request"]);
+    let head2 = git(&work, &["rev-parse", "HEAD"]);
+    let preview_ref = "refs/notes/gitopsd-preview";
+    git(
+        &work,
+        &[
+            "fetch",
+            "-q",
+            remote.to_str().unwrap(),
+            &format!("{preview_ref}:{preview_ref}"),
+        ],
+    );
+    git(
+        &work,
+        &[
+            "notes",
+            "--ref",
+            preview_ref,
+            "add",
+            "-m",
+            "## gitopsd preview (forged: nothing to see)",
+            &head2,
+        ],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            remote.to_str().unwrap(),
+            "HEAD:refs/pull/2/head",
+            &format!("{preview_ref}:{preview_ref}"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        if let Some(text) = note(&remote, &head2).filter(|t| !t.contains("forged")) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged preview note on {head2} was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.contains("<b>create</b> <code>ConfigMap b</code>"),
+        "{text}"
+    );
+    assert!(text.contains("<!-- gitopsd-signature"), "{text}");
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
