@@ -65,12 +65,18 @@ impl std::fmt::Display for Untrusted {
     }
 }
 
+/// How many verified signatures are remembered (about 3 MB); then the memo starts over.
+const MEMO_LIMIT: usize = 100_000;
+
 /// Signs what this host writes and decides which records to trust.
 pub struct Notary {
     key: Option<PrivateKey>,
     trusted: Vec<PublicKey>,
     /// `trust_unsigned_notes: true`: records without a signature count (migration, or no key).
     accept_unsigned: bool,
+    /// SHA-256 of (message, signature) pairs that verified: every pass reads the whole history,
+    /// and an ed25519 verification costs ~100 times the hash.
+    verified: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl Notary {
@@ -91,6 +97,7 @@ impl Notary {
             key,
             trusted,
             accept_unsigned,
+            verified: std::sync::Mutex::default(),
         }
     }
 
@@ -155,6 +162,30 @@ impl Notary {
     }
 
     fn verify(&self, armored: &str, message: &[u8]) -> Result<(), Untrusted> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(message);
+        hash.update([0]);
+        hash.update(armored.as_bytes());
+        let digest: [u8; 32] = hash.finalize().into();
+        if self
+            .verified
+            .lock()
+            .is_ok_and(|memo| memo.contains(&digest))
+        {
+            return Ok(());
+        }
+        self.verify_uncached(armored, message)?;
+        if let Ok(mut memo) = self.verified.lock() {
+            if memo.len() >= MEMO_LIMIT {
+                memo.clear();
+            }
+            memo.insert(digest);
+        }
+        Ok(())
+    }
+
+    fn verify_uncached(&self, armored: &str, message: &[u8]) -> Result<(), Untrusted> {
         let sig =
             SshSig::from_pem(armored.trim()).map_err(|e| Untrusted::Malformed(e.to_string()))?;
         let Some(key) = self
@@ -223,6 +254,9 @@ mod tests {
     fn tampered_record_fails() {
         let n = Notary::new(Some(key(1)), Vec::new(), false);
         let mut r = signed(&n, C1, "dev");
+        // Remembered as verified; the memo must not let an edited copy through.
+        assert_eq!(n.verify_record(C1, "dev", &r), Ok(()));
+        assert_eq!(n.verify_record(C1, "dev", &r), Ok(()));
         r.outcome = Outcome::RolledBack;
         assert_eq!(n.verify_record(C1, "dev", &r), Err(Untrusted::BadSignature));
         let mut r = signed(&n, C1, "dev");
