@@ -222,7 +222,8 @@ async fn retry(config: &HostConfig, env: &str, rev: String) -> anyhow::Result<Ex
     let mirror = daemon::open_mirror(config).await?;
     git(&mirror, |m| m.fetch()).await?;
     let commit = resolve(&mirror, rev).await?;
-    if reconcile::retry(&mirror, env, commit).await? {
+    let trust = Arc::new(reconcile::Trust::from_config(config)?);
+    if reconcile::retry(&mirror, trust, env, commit).await? {
         println!("{env}: {commit} unpinned; the daemon will try it on its next pass");
         Ok(ExitCode::SUCCESS)
     } else {

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod sign;
+pub use sign::{Notary, SignError, Untrusted};
+
 /// What happened to a commit in one environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -115,6 +118,10 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renderer: Option<String>,
     pub version: String,
+    /// Armored sshsig signature over the commit, the environment and the rest of the record
+    /// (see [`sign`]); records without a valid one are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// How many drift entries a record keeps.
@@ -165,6 +172,7 @@ impl Record {
             drift: Vec::new(),
             renderer: None,
             version: crate::VERSION.to_string(),
+            signature: None,
         }
     }
 
@@ -280,17 +288,54 @@ pub fn merge_notes(base: Option<&str>, ours: &str, theirs: Option<&str>) -> Stri
     merged.render()
 }
 
-/// Changes one environment's existing section in place (e.g. pin, unpin, add a re-application).
-/// Returns `None` when there is no section for `env`.
+/// Changes one environment's existing, trusted section in place (e.g. pin, unpin, add a
+/// re-application) and signs it again. Returns `None` when there is no trusted section for `env`
+/// (an untrusted one is never edited: re-signing it would launder it).
 pub fn edit_section(
     existing: Option<&str>,
+    commit: &str,
     env: &str,
+    notary: &Notary,
     edit: impl FnOnce(&mut Record),
-) -> Option<String> {
-    let mut note = existing.map(Note::parse)?;
-    let record = note.environments.get_mut(env)?;
+) -> Result<Option<String>, SignError> {
+    let Some(mut note) = existing.map(Note::parse) else {
+        return Ok(None);
+    };
+    let Some(record) = note.environments.get_mut(env) else {
+        return Ok(None);
+    };
+    if notary.verify_record(commit, env, record).is_err() {
+        return Ok(None);
+    }
     edit(record);
-    Some(note.render())
+    notary.sign_record(commit, env, record)?;
+    Ok(Some(note.render()))
+}
+
+/// Pins `env`'s section with `reason`: the trusted section, or else a new `superseded` one
+/// (replacing an untrusted one), signed.
+pub fn pin_section(
+    existing: Option<&str>,
+    commit: &str,
+    env: &str,
+    reason: &str,
+    notary: &Notary,
+) -> Result<String, SignError> {
+    let mut note = existing.map(Note::parse).unwrap_or_default();
+    let trusted = note
+        .environments
+        .get(env)
+        .filter(|r| notary.verify_record(commit, env, r).is_ok())
+        .cloned();
+    let mut record = trusted.unwrap_or_else(|| {
+        let mut r = Record::new(Outcome::Superseded, None, now_rfc3339());
+        r.messages.push("never applied".into());
+        r
+    });
+    record.pinned = Some(reason.to_string());
+    notary.sign_record(commit, env, &mut record)?;
+    note.environments.insert(env.to_string(), record);
+    Ok(note.render())
 }
 
 /// Wall-clock time for records (UTC, seconds, sortable as text).
@@ -322,16 +367,27 @@ pub struct EnvHistory {
     pub records: BTreeMap<String, Record>,
     /// (commit, when) of the render most recently applied to the cluster, whatever its outcome.
     pub last_applied: Option<(String, String)>,
+    /// Records ignored because their signature does not verify, by commit.
+    pub untrusted: BTreeMap<String, Untrusted>,
 }
 
-/// Builds each environment's history from `(commit, note text)` pairs.
-pub fn history<'a>(notes: impl IntoIterator<Item = (String, &'a str)>, env: &str) -> EnvHistory {
+/// Builds each environment's history from `(commit, note text)` pairs, from the records
+/// `notary` trusts only.
+pub fn history<'a>(
+    notes: impl IntoIterator<Item = (String, &'a str)>,
+    env: &str,
+    notary: &Notary,
+) -> EnvHistory {
     let mut h = EnvHistory::default();
     for (commit, text) in notes {
         let note = Note::parse(text);
         let Some(record) = note.environments.get(env) else {
             continue;
         };
+        if let Err(why) = notary.verify_record(&commit, env, record) {
+            h.untrusted.insert(commit, why);
+            continue;
+        }
         if let Some(since) = record.healthy_since() {
             let newer = h
                 .last_healthy
@@ -387,6 +443,14 @@ pub fn format_report(report: &serde_json::Value) -> String {
             for (commit, why) in pinned {
                 out.push_str(&format!(
                     "  pinned: {commit}: {}\n",
+                    why.as_str().unwrap_or("")
+                ));
+            }
+        }
+        if let Some(untrusted) = v["untrusted"].as_object() {
+            for (commit, why) in untrusted {
+                out.push_str(&format!(
+                    "  untrusted record ignored: {commit}: {}\n",
                     why.as_str().unwrap_or("")
                 ));
             }
@@ -528,6 +592,7 @@ mod tests {
                 ("c".into(), tc.as_str()),
             ],
             "dev",
+            &Notary::unsigned(),
         );
         assert_eq!(h.last_healthy.as_ref().unwrap().0, "b");
         assert!(h.pinned.contains_key("c"));
@@ -543,13 +608,18 @@ mod tests {
         let h = history(
             [("a".to_string(), ta2.as_str()), ("b".into(), tb.as_str())],
             "dev",
+            &Notary::unsigned(),
         );
         assert_eq!(h.last_healthy.unwrap().0, "a");
         // Other environments' records are invisible.
         assert!(
-            history([("a".to_string(), ta.as_str())], "prod")
-                .records
-                .is_empty()
+            history(
+                [("a".to_string(), ta.as_str())],
+                "prod",
+                &Notary::unsigned()
+            )
+            .records
+            .is_empty()
         );
     }
 }

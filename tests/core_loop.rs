@@ -817,6 +817,7 @@ fn validate_reports_every_problem_with_its_key_path() {
         "environments[0].name",
         "environments[0].path",
         "environments[1].kubernetes.kubeconfig",
+        "notes_signing_key_file",
     ] {
         assert!(out.stderr.contains(key), "validate names {key}:\n{out}");
     }
@@ -830,10 +831,12 @@ fn validate_reports_every_problem_with_its_key_path() {
         out.stderr.contains("environmnets") && out.stderr.contains("line 3"),
         "{out}"
     );
-    // A good config passes.
-    let good = Gitopsd::from_text(
-        "repository: {url: /srv/infra.git}\nstate_dir: /var/lib/gitopsd\nenvironments:\n  - name: dev\n    path: envs/dev\n    kubernetes: {}\n",
-    );
+    // A good config passes (it names a notes signing key; without one it is invalid).
+    let key_dir = tempfile::tempdir().unwrap();
+    let good = Gitopsd::from_text(&format!(
+        "repository: {{url: /srv/infra.git}}\nstate_dir: /var/lib/gitopsd\nnotes_signing_key_file: {}\nenvironments:\n  - name: dev\n    path: envs/dev\n    kubernetes: {{}}\n",
+        support::notes_key(key_dir.path()).display()
+    ));
     good.cmd("validate", &[])
         .assert_success("validate on a good config");
 }

@@ -285,6 +285,7 @@ impl Host {
             "AWS_SECRET_FILE",
             "KUSTOMIZE",
             "HELM",
+            "NOTES_KEY_FILE",
         ] {
             assert!(
                 text.contains(&format!("${{{placeholder}}}")),
@@ -312,6 +313,10 @@ impl Host {
                 tb.env("GITOPSD_TEST_KUSTOMIZE").to_string(),
             ),
             ("HELM".into(), tb.env("GITOPSD_TEST_HELM").to_string()),
+            (
+                "NOTES_KEY_FILE".into(),
+                support::notes_key(&creds).display().to_string(),
+            ),
             ("GITOPSD_LOG".into(), "info".into()),
         ];
         Host { dir, config, vars }

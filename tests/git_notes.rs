@@ -132,7 +132,10 @@ fn race_one_edit(
                     })
                     .expect("the other writer pushes first");
             }
-            status::edit_section(n, "dev", edit).expect("dev section")
+            let notary = status::Notary::unsigned();
+            status::edit_section(n, &head.to_string(), "dev", &notary, edit)
+                .expect("edit")
+                .expect("dev section")
         })
         .expect("update after the rejected push");
     assert!(retries >= 1, "the concurrent push forces a retry");

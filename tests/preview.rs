@@ -3,6 +3,8 @@
 //!
 //! `GITOPSD_UPDATE_GOLDEN=1 cargo test --test preview` rewrites the golden files; review them.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -368,9 +370,10 @@ fn host_config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "repository:\n  url: {}\nstate_dir: {}\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {{}}\n    sensitive:\n      - kind: ConfigMap\n        name: app-credentials\n",
+            "repository:\n  url: {}\nstate_dir: {}\nnotes_signing_key_file: {}\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {{}}\n    sensitive:\n      - kind: ConfigMap\n        name: app-credentials\n",
             dir.display(),
-            dir.join("state").display()
+            dir.join("state").display(),
+            support::notes_key(dir).display()
         ),
     )
     .unwrap();

@@ -137,9 +137,10 @@ async fn live_preview_reports_admission_errors_and_live_diffs() {
     std::fs::write(
         &cfg,
         format!(
-            "repository:\n  url: {}\nstate_dir: {}\nenvironments:\n  - name: {env_name}\n    path: environments/live\n    namespace: {ns}\n    kubernetes:\n      kubeconfig: {}\n",
+            "repository:\n  url: {}\nstate_dir: {}\nnotes_signing_key_file: {}\nenvironments:\n  - name: {env_name}\n    path: environments/live\n    namespace: {ns}\n    kubernetes:\n      kubeconfig: {}\n",
             bare.display(),
             cfg_dir.path().join("state").display(),
+            support::notes_key(cfg_dir.path()).display(),
             tb.kubeconfig_path().display()
         ),
     )

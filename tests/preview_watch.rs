@@ -1,6 +1,8 @@
 //! The daemon option: refs matching `previews.refs` get their preview written as a note under
 //! `previews.notes_ref` on the head commit, against the merge base with the branch.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -108,9 +110,10 @@ async fn pull_request_heads_get_a_preview_note() {
 
     let config = HostConfig::from_text(
         &format!(
-            "repository:\n  url: {}\n  poll: 1s\nstate_dir: {}\npreviews:\n  refs: refs/pull/*/head\n  notes_ref: refs/notes/gitopsd-preview\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {{}}\n",
+            "repository:\n  url: {}\n  poll: 1s\nstate_dir: {}\nnotes_signing_key_file: {}\npreviews:\n  refs: refs/pull/*/head\n  notes_ref: refs/notes/gitopsd-preview\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {{}}\n",
             remote.display(),
-            tmp.path().join("state").display()
+            tmp.path().join("state").display(),
+            support::notes_key(tmp.path()).display()
         ),
         Path::new("test.yaml"),
     )
@@ -148,6 +151,67 @@ async fn pull_request_heads_get_a_preview_note() {
     );
     assert_eq!(notes_commits, "1");
     assert!(tmp.path().join("state/previews.git").exists());
+    assert!(text.contains("<!-- gitopsd-signature"), "{text}");
+
+    // A pusher's note on a new pull request head does not make the watcher skip it: the
+    // unsigned note is replaced by a signed preview.
+    git(&work, &["checkout", "-q", "feature"]);
+    std::fs::write(
+        work.join("environments/dev/b.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "second pull request"]);
+    let head2 = git(&work, &["rev-parse", "HEAD"]);
+    let preview_ref = "refs/notes/gitopsd-preview";
+    git(
+        &work,
+        &[
+            "fetch",
+            "-q",
+            remote.to_str().unwrap(),
+            &format!("{preview_ref}:{preview_ref}"),
+        ],
+    );
+    git(
+        &work,
+        &[
+            "notes",
+            "--ref",
+            preview_ref,
+            "add",
+            "-m",
+            "## gitopsd preview (forged: nothing to see)",
+            &head2,
+        ],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            remote.to_str().unwrap(),
+            "HEAD:refs/pull/2/head",
+            &format!("{preview_ref}:{preview_ref}"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        if let Some(text) = note(&remote, &head2).filter(|t| !t.contains("forged")) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged preview note on {head2} was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.contains("<b>create</b> <code>ConfigMap b</code>"),
+        "{text}"
+    );
+    assert!(text.contains("<!-- gitopsd-signature"), "{text}");
     cancel.cancel();
     task.await.unwrap().unwrap();
 }

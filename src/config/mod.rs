@@ -17,6 +17,7 @@ use crate::git::GitAuth;
 use crate::schema::{Checker, Lines};
 
 mod checks;
+mod trust;
 
 pub use crate::schema::Problem;
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
@@ -40,6 +41,13 @@ pub enum ConfigError {
         key: String,
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// A key or signers file that does not parse (never quotes the file's content).
+    #[error("{key} file {path}: {message}")]
+    KeyFile {
+        key: String,
+        path: PathBuf,
+        message: String,
     },
 }
 
@@ -90,6 +98,16 @@ pub struct HostConfig {
     /// The binaries that render Kustomize environments (pinned by the operator, not the pushers).
     #[serde(default)]
     pub renderers: RenderersConfig,
+    /// OpenSSH private key (ed25519, unencrypted) that signs every status record written.
+    #[serde(default)]
+    pub notes_signing_key_file: Option<PathBuf>,
+    /// authorized_keys-style files of the keys whose records are trusted (peers in HA); the
+    /// signing key's own public half is always trusted.
+    #[serde(default)]
+    pub trusted_note_keys: Vec<PathBuf>,
+    /// Trust records without a signature (migration from unsigned notes, or no signing key).
+    #[serde(default)]
+    pub trust_unsigned_notes: bool,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at
@@ -117,6 +135,17 @@ pub struct RepositoryConfig {
     pub poll: Duration,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Commits gitopsd applies must be signed by one of these signers.
+    #[serde(default)]
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `repository.verify:` commit signature verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// git's SSH allowed-signers file (`gpg.ssh.allowedSignersFile` format).
+    pub allowed_signers: PathBuf,
 }
 
 /// Credentials come only from files (systemd `LoadCredential=`).
@@ -509,7 +538,7 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = load(
-            "repository: {url: /srv/infra.git}\nstate_dir: /var/lib/gitopsd\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {}\n",
+            "repository: {url: /srv/infra.git}\nstate_dir: /var/lib/gitopsd\ntrust_unsigned_notes: true\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {}\n",
         )
         .unwrap();
         assert_eq!(c.repository.branch, "main");

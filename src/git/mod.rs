@@ -32,6 +32,7 @@ mod read;
 mod salvage;
 mod tree;
 mod url;
+pub mod verify;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ pub use local::LocalRepo;
 pub use lock::notes_lock_path;
 pub use tree::{ChangeKind, CommitInfo, FileChange, FileKind, FileSide, TreeFile};
 pub use url::redact_url;
+pub use verify::{AllowedSigners, CommitSignatureError, SignedCommit};
 pub use watch::watch_local_refs;
 
 use auth::CallbackState;

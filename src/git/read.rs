@@ -110,6 +110,22 @@ impl Mirror {
         self.read(|r| r.commit_info(rev))
     }
 
+    /// The signature of `rev` and the bytes it signs; `None` when the commit is unsigned.
+    pub fn signed_commit(&self, rev: Oid) -> Result<Option<super::SignedCommit>, GitError> {
+        let repo = self.repo()?;
+        let commit = repo.find_commit(rev).map_err(|e| self.object_err(rev, e))?;
+        let time = commit.committer().when().seconds();
+        match repo.extract_signature(&rev, None) {
+            Ok((signature, payload)) => Ok(Some(super::SignedCommit {
+                signature: signature.to_vec(),
+                payload: payload.to_vec(),
+                time,
+            })),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.object_err(rev, e)),
+        }
+    }
+
     /// Refs matching the `extra_fetch_refs` globs after the last fetch, sorted by name.
     pub fn extra_refs(&self) -> Result<Vec<(String, Oid)>, GitError> {
         let repo = self.repo()?;

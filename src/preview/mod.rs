@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, EnvironmentConfig, HostConfig};
 use crate::git::{GitError, LocalRepo, Mirror, MirrorOptions, Oid};
 use crate::render::Rendering;
+use crate::status::Notary;
 pub use compute::EnvInput;
 pub use report::Report;
 
@@ -61,6 +62,8 @@ pub enum PreviewError {
     Json(#[from] serde_json::Error),
     #[error("background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Sign(#[from] crate::status::SignError),
 }
 
 /// Output format.
@@ -416,9 +419,10 @@ pub async fn run_preview_watcher(
         .map(EnvInput::from_config)
         .collect();
     let rendering = Arc::new(renderers(Some(config)).await?);
+    let notary = Arc::new(config.notary()?);
     let mut done: std::collections::BTreeSet<Oid> = std::collections::BTreeSet::new();
     loop {
-        match watch_once(&mirror, &envs, &rendering, &mut done).await {
+        match watch_once(&mirror, &envs, &rendering, &notary, &mut done).await {
             Ok(n) if n > 0 => tracing::info!(previews = n, "wrote preview notes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "preview pass failed; retrying on the next poll"),
@@ -431,14 +435,17 @@ pub async fn run_preview_watcher(
 }
 
 /// One pass of the preview watcher: fetch, then preview every new matching ref head. Returns
-/// the number of notes written.
+/// the number of notes written. A head is skipped only when its note is signed by a trusted key;
+/// a forged note is reported and overwritten.
 pub async fn watch_once(
     mirror: &Arc<Mirror>,
     envs: &[EnvInput],
     rendering: &Arc<Rendering>,
+    notary: &Arc<Notary>,
     done: &mut std::collections::BTreeSet<Oid>,
 ) -> Result<usize, PreviewError> {
     let m = Arc::clone(mirror);
+    let notary = Arc::clone(notary);
     let rendering = Arc::clone(rendering);
     let envs = envs.to_vec();
     let skip = done.clone();
@@ -451,13 +458,18 @@ pub async fn watch_once(
                 continue;
             }
             seen.push(head);
-            if m.read_note(head)?.is_some() {
-                continue;
+            if let Some(note) = m.read_note(head)? {
+                match notary.verify_text(&head.to_string(), &note) {
+                    Ok(()) => continue,
+                    Err(why) => {
+                        tracing::warn!(r#ref = %name, commit = %head, reason = %why, "ignoring a preview note that is not signed by a trusted key; previewing again")
+                    }
+                }
             }
             let repo = m.read_only()?;
             let base = repo.merge_base(head, branch)?;
             let report = preview_git(&repo, base, head, &envs, &rendering)?;
-            let text = note_text(&report, 65536);
+            let text = notary.seal_text(&head.to_string(), &note_text(&report, 65536))?;
             m.update_note(head, &|_| text.clone())?;
             tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");
             written += 1;

@@ -42,6 +42,11 @@ impl EnvWorker {
             .await
             .map(|c| c.to_string());
         let previous = existing(mirror, history.last_applied.as_ref()).await;
+        // Before anything reads the commit's files (renderers run on them).
+        if let Some(error) = self.verify_commit(mirror, head).await? {
+            let record = rejected(from, started, vec![error], Vec::new());
+            return self.finish(mirror, head, record).await;
+        }
         if let Some(record) = self.same_as_pinned(mirror, history, head).await? {
             return self.finish(mirror, head, record).await;
         }

@@ -56,6 +56,7 @@ pub async fn build_workers(
             message: e.to_string(),
         })?;
     let rendering = Arc::new(rendering);
+    let trust = Arc::new(super::Trust::from_config(config)?);
     for env in &config.environments {
         if only.is_some_and(|name| name != env.name) {
             continue;
@@ -77,8 +78,14 @@ pub async fn build_workers(
             }
             None => None,
         };
-        let mut worker =
-            EnvWorker::new(env.clone(), config.instance(), cluster, s3, metrics.clone());
+        let mut worker = EnvWorker::new(
+            env.clone(),
+            config.instance(),
+            cluster,
+            s3,
+            metrics.clone(),
+            Arc::clone(&trust),
+        );
         worker.render_with(Arc::clone(&rendering));
         workers.push(worker);
     }
@@ -176,12 +183,19 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
     }
     let head = git(&mirror, |m| m.branch_head()).await.ok();
     let notes = git(&mirror, |m| m.list_notes()).await?;
+    let trust = super::Trust::from_config(config)?;
     let mut report = serde_json::Map::new();
     for env in &config.environments {
         let h = crate::status::history(
             notes.iter().map(|(o, t)| (o.to_string(), t.as_str())),
             &env.name,
+            &trust.notary,
         );
+        let untrusted: serde_json::Map<String, serde_json::Value> = h
+            .untrusted
+            .iter()
+            .map(|(c, why)| (c.clone(), why.to_string().into()))
+            .collect();
         let last = h
             .records
             .iter()
@@ -209,7 +223,7 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
         report.insert(
             env.name.clone(),
             serde_json::json!({"last_healthy": healthy, "applied": applied, "last_outcome": last,
-                "pinned": h.pinned, "pending": pending, "last_drift": drift,
+                "pinned": h.pinned, "pending": pending, "last_drift": drift, "untrusted": untrusted,
                 "live": live_health(config, env).await}),
         );
     }

@@ -166,7 +166,11 @@ mod tests {
                 (c.to_string(), note.render())
             })
             .collect();
-        crate::status::history(notes.iter().map(|(c, t)| (c.clone(), t.as_str())), "dev")
+        crate::status::history(
+            notes.iter().map(|(c, t)| (c.clone(), t.as_str())),
+            "dev",
+            &crate::status::Notary::unsigned(),
+        )
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod rollback;
 pub mod scheduler;
 pub mod source;
 pub mod summary;
+mod trust;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -43,6 +44,7 @@ use crate::status::Outcome;
 use decide::{Next, Synced};
 pub use record::retry;
 use source::git;
+pub use trust::Trust;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -55,6 +57,8 @@ pub enum ReconcileError {
     /// The renderer could not run or read its tree (never an invalid commit's fault).
     #[error(transparent)]
     Render(#[from] crate::render::RenderFailure),
+    #[error(transparent)]
+    Sign(#[from] crate::status::SignError),
     #[error("environment {env}: {message}")]
     Setup { env: String, message: String },
     /// A shutdown cut a health wait short: no verdict is recorded; the step is redone on the
@@ -72,6 +76,7 @@ impl ReconcileError {
             ReconcileError::Kube(e) => e.is_transient(),
             ReconcileError::S3(e) => e.is_transient(),
             ReconcileError::Render(e) => render_transient(e),
+            ReconcileError::Sign(e) => e.is_transient(),
             ReconcileError::Setup { .. } | ReconcileError::Interrupted { .. } => false,
         }
     }
@@ -83,7 +88,7 @@ impl ReconcileError {
             ReconcileError::Kube(_) => "kubernetes",
             ReconcileError::S3(_) => "s3",
             ReconcileError::Render(_) => "render",
-            ReconcileError::Setup { .. } => "setup",
+            ReconcileError::Setup { .. } | ReconcileError::Sign(_) => "setup",
             ReconcileError::Interrupted { .. } => "shutdown",
         }
     }
@@ -174,6 +179,10 @@ pub struct EnvWorker {
     heads: Option<watch::Receiver<Option<Oid>>>,
     heartbeat: Option<Arc<Heartbeat>>,
     watches: CancellationToken,
+    /// Signing key, trusted keys and commit signers.
+    trust: Arc<Trust>,
+    /// Commits whose untrusted record was reported already (reported once).
+    untrusted_seen: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Drop for EnvWorker {
@@ -189,6 +198,7 @@ impl EnvWorker {
         cluster: Option<Cluster>,
         s3: Option<S3Target>,
         metrics: Option<Arc<Metrics>>,
+        trust: Arc<Trust>,
     ) -> Self {
         let watches = CancellationToken::new();
         let live = cluster
@@ -212,6 +222,8 @@ impl EnvWorker {
             heads: None,
             heartbeat: None,
             watches,
+            trust,
+            untrusted_seen: std::sync::Mutex::default(),
         }
     }
 
@@ -263,12 +275,15 @@ impl EnvWorker {
         mirror: &Arc<Mirror>,
     ) -> Result<crate::status::EnvHistory, ReconcileError> {
         let notes = git(mirror, |m| m.list_notes()).await?;
-        Ok(crate::status::history(
+        let history = crate::status::history(
             notes
                 .iter()
                 .map(|(oid, text)| (oid.to_string(), text.as_str())),
             &self.cfg.name,
-        ))
+            &self.trust.notary,
+        );
+        self.report_untrusted(&history);
+        Ok(history)
     }
 
     /// One reconcile pass towards `head`.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::source::git;
-use super::{EnvWorker, ReconcileError, Step};
+use super::{EnvWorker, ReconcileError, Step, Trust};
 use crate::git::{Mirror, Oid};
 use crate::k8s::apply::ObjectFailure;
 use crate::manifest::RenderError;
@@ -74,6 +74,9 @@ impl EnvWorker {
         if record.renderer.is_none() {
             record.renderer = self.renderer_of(commit);
         }
+        self.trust
+            .notary
+            .sign_record(&commit.to_string(), &env, &mut record)?;
         let retries = git(mirror, move |m| {
             m.update_note(commit, &|existing| {
                 status::merge_section(existing, &env, &record)
@@ -104,9 +107,10 @@ impl EnvWorker {
         f: impl Fn(&mut Record) + Send + Sync + 'static,
     ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
+        let trust = Arc::clone(&self.trust);
         let result = git(mirror, move |m| {
             m.update_note(commit, &|existing| {
-                status::edit_section(existing, &env, &f)
+                edited(existing, commit, &env, &trust, &f)
                     .unwrap_or_else(|| existing.unwrap_or_default().to_string())
             })
         })
@@ -144,15 +148,38 @@ impl EnvWorker {
     }
 }
 
-/// Clears the pin of `commit` for `env` so the daemon tries it again.
-pub async fn retry(mirror: &Arc<Mirror>, env: &str, commit: Oid) -> Result<bool, ReconcileError> {
+/// `env`'s trusted section of `existing` edited by `f` and signed again; `None` when there is
+/// none (or, unreachably, when the key probed at start cannot sign: the note stays as it is).
+fn edited(
+    existing: Option<&str>,
+    commit: Oid,
+    env: &str,
+    trust: &Trust,
+    f: &dyn Fn(&mut Record),
+) -> Option<String> {
+    match status::edit_section(existing, &commit.to_string(), env, &trust.notary, f) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::error!(env, commit = %commit, error = %e, "status record left unchanged");
+            None
+        }
+    }
+}
+
+/// Clears the pin of `commit` for `env` so the daemon tries it again (only a trusted record).
+pub async fn retry(
+    mirror: &Arc<Mirror>,
+    trust: Arc<Trust>,
+    env: &str,
+    commit: Oid,
+) -> Result<bool, ReconcileError> {
     let env = env.to_string();
     let found = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let found2 = Arc::clone(&found);
     git(mirror, move |m| {
         m.update_note(
             commit,
-            &|existing| match status::edit_section(existing, &env, |r| {
+            &|existing| match edited(existing, commit, &env, &trust, &|r| {
                 r.pinned = None;
                 r.messages
                     .push(format!("retry requested at {}", status::now_rfc3339()));

@@ -66,6 +66,11 @@ impl EnvWorker {
             );
             return self.write(mirror, bad, &record).await;
         };
+        // Verified when it was applied; checked again because the signers file may have changed.
+        if let Some(error) = self.verify_commit(mirror, base).await? {
+            let why = format!("rollback failed: {base}: {}", error.reason);
+            return self.write(mirror, bad, &failed(record, why)).await;
+        }
         let p = match self.prepare(mirror, base).await {
             Ok(p) => p,
             Err(PrepareFailure::Effect(e)) => return Err(e),
@@ -162,6 +167,12 @@ impl EnvWorker {
             )));
         }
         let current = existing(mirror, history.last_applied.as_ref()).await;
+        if let Some(error) = self.verify_commit(mirror, to).await? {
+            return Err(setup(format!(
+                "refusing to roll back to {to_s}: {}",
+                error.reason
+            )));
+        }
         let p = match self.prepare(mirror, to).await {
             Ok(p) => p,
             Err(PrepareFailure::Effect(e)) => return Err(e),
@@ -203,16 +214,18 @@ impl EnvWorker {
             let reason = format!("pinned by manual rollback to {to}");
             let env = self.cfg.name.clone();
             let id = c.id;
+            let trust = std::sync::Arc::clone(&self.trust);
             git(mirror, move |m| {
                 m.update_note(id, &|existing| {
-                    let mut note = existing.map(status::Note::parse).unwrap_or_default();
-                    let record = note.environments.entry(env.clone()).or_insert_with(|| {
-                        let mut r = Record::new(Outcome::Superseded, None, status::now_rfc3339());
-                        r.messages.push("never applied".into());
-                        r
-                    });
-                    record.pinned = Some(reason.clone());
-                    note.render()
+                    let commit = id.to_string();
+                    match status::pin_section(existing, &commit, &env, &reason, &trust.notary) {
+                        Ok(text) => text,
+                        // Unreachable: the key was probed at start. The note stays as it is.
+                        Err(e) => {
+                            tracing::error!(env = %env, commit = %id, error = %e, "commit not pinned");
+                            existing.unwrap_or_default().to_string()
+                        }
+                    }
                 })
             })
             .await?;

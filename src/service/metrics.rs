@@ -34,6 +34,9 @@ pub const OUTCOMES: &[&str] = &[
 /// Sides accepted as the `stage` label of `gitopsd_transient_retries_total`.
 pub const STAGES: &[&str] = &["git", "kubernetes", "s3", "setup", "shutdown"];
 
+/// Reasons accepted as the `reason` label of `gitopsd_untrusted_notes_total`.
+pub const UNTRUSTED: &[&str] = &["unsigned", "bad-signature", "unknown-key"];
+
 /// Actions accepted as the `action` label of `gitopsd_applied_objects_total`; anything else is
 /// recorded as `other`.
 pub const ACTIONS: &[&str] = &["create", "update", "delete"];
@@ -61,6 +64,12 @@ struct OutcomeLabels {
 struct StageLabels {
     environment: String,
     stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    environment: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +123,7 @@ pub struct Metrics {
     git_fetch_failures: Counter,
     notes_push_retries: Counter,
     transient_retries: Family<StageLabels, Counter>,
+    untrusted_notes: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -196,6 +206,12 @@ impl Metrics {
                 "Passes that failed for a passing reason (API 5xx/429, timeouts, lost connections) and are retried with the same commit",
                 None,
             ),
+            untrusted_notes: add(
+                &mut r,
+                "untrusted_notes",
+                "Status records ignored because no trusted key signed them (each counted once per commit)",
+                None,
+            ),
             registry: r,
         })
     }
@@ -272,6 +288,16 @@ impl Metrics {
             .get_or_create(&StageLabels {
                 environment: env.to_owned(),
                 stage: closed_set(stage, STAGES),
+            })
+            .inc();
+    }
+
+    /// A record of `env` (or `previews`) was ignored for `reason` (one of [`UNTRUSTED`]).
+    pub fn untrusted_note(&self, env: &str, reason: &str) {
+        self.untrusted_notes
+            .get_or_create(&ReasonLabels {
+                environment: env.to_owned(),
+                reason: closed_set(reason, UNTRUSTED),
             })
             .inc();
     }

@@ -344,8 +344,9 @@ impl Gitopsd {
             ),
         };
         let mut text = format!(
-            "{repository}state_dir: {}\nlisten: 127.0.0.1:0\nshutdown_grace: 5s\nrenderers:\n  kustomize: {}\n  helm: {}\nenvironments:\n",
+            "{repository}state_dir: {}\nnotes_signing_key_file: {}\nlisten: 127.0.0.1:0\nshutdown_grace: 5s\nrenderers:\n  kustomize: {}\n  helm: {}\nenvironments:\n",
             d.join("state").display(),
+            super::notes_key(d).display(),
             tb.env("GITOPSD_TEST_KUSTOMIZE"),
             tb.env("GITOPSD_TEST_HELM"),
         );

@@ -433,6 +433,31 @@ impl Testbed {
     }
 }
 
+/// A new unencrypted ed25519 key at `path` (and `path.pub`), made by ssh-keygen as an operator
+/// would make a notes signing key or a commit signing key.
+pub fn ssh_keygen(path: &Path) -> PathBuf {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "gitopsd-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("run ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path.to_path_buf()
+}
+
+/// `dir/notes-key`, the notes signing key of a test host config (made on first use).
+pub fn notes_key(dir: &Path) -> PathBuf {
+    let path = dir.join("notes-key");
+    if path.exists() {
+        return path;
+    }
+    ssh_keygen(&path)
+}
+
 /// Polls `check` every 200 ms until it returns true; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where

@@ -6,6 +6,7 @@
 mod environment;
 mod names;
 mod repository;
+mod trust;
 
 use crate::schema::{Checker, Problem};
 
@@ -38,6 +39,7 @@ impl HostConfig {
         c.at("environments", |c| {
             environment::check_all(&self.environments, c)
         });
+        trust::check(self, c);
         if let Some(p) = &self.previews {
             if let Err(e) = globset::Glob::new(&p.refs) {
                 c.problem_at("previews.refs", format!("invalid glob: {e}"));

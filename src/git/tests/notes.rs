@@ -95,10 +95,14 @@ fn env_record(text: &str, env: &str) -> Record {
 
 /// The edit `retry()` makes: clear the pin, append a message.
 fn retry_edit(existing: Option<&str>) -> String {
-    status::edit_section(existing, "dev", |r| {
+    let commit = "0000000000000000000000000000000000000000";
+    let notary = status::Notary::unsigned();
+    status::edit_section(existing, commit, "dev", &notary, |r| {
         r.pinned = None;
         r.messages.push("retry requested".into());
     })
+    .ok()
+    .flatten()
     .unwrap_or_else(|| existing.unwrap_or_default().to_string())
 }
 
