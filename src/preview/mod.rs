@@ -105,14 +105,7 @@ pub struct PreviewArgs {
 
 /// A URL (fetched into a mirror) rather than a local path.
 fn is_url(repo: &str) -> bool {
-    if repo.contains("://") {
-        return true;
-    }
-    // scp-like `user@host:path`
-    match repo.split_once(':') {
-        Some((host, _)) => !host.contains('/') && host.contains('@'),
-        None => false,
-    }
+    repo.contains("://") || crate::git::is_scp_like(repo)
 }
 
 /// A temporary directory removed on drop.
