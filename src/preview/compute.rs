@@ -262,7 +262,7 @@ pub(crate) fn object_changes(sides: &Sides, env: &EnvInput) -> Vec<ObjectChange>
                 side(c.before),
                 side(c.after),
                 Some(shown.source.to_string()),
-                is_sensitive(&shown.key, &env.sensitive),
+                is_sensitive(&shown.key, &env.sensitive, &env.namespace),
             ))
         })
         .collect()

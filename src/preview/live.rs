@@ -211,7 +211,7 @@ async fn deletions(
             continue;
         }
         let m = manifest::live_stand_in(&owned.key, &owned.api_version);
-        let sensitive = is_sensitive(&owned.key, &env.sensitive);
+        let sensitive = is_sensitive(&owned.key, &env.sensitive, &env.namespace);
         match cluster.get(&m).await {
             Ok(Some(live)) => {
                 let v = serde_json::to_value(&live).unwrap_or(Value::Null);
@@ -277,7 +277,7 @@ async fn live_env(
     let cluster = Cluster::connect(&k8s, instance, cfg).await?;
     let brought = Introduced::of(kube.iter().copied());
     let outcomes: Vec<Outcome> = futures::stream::iter(kube.iter().map(|m| {
-        let sensitive = is_sensitive(&m.key, &env.input.sensitive);
+        let sensitive = is_sensitive(&m.key, &env.input.sensitive, &env.input.namespace);
         one(&cluster, m, sensitive, &brought)
     }))
     .buffered(cfg.apply_concurrency.max(1))
