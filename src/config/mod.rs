@@ -17,9 +17,11 @@ use crate::git::GitAuth;
 use crate::schema::{Checker, Lines};
 
 mod checks;
+mod limits;
 
 pub use crate::schema::Problem;
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
+pub use limits::LimitsConfig;
 
 /// Default notes ref for outcomes.
 pub const DEFAULT_NOTES_REF: &str = "refs/notes/gitopsd";
@@ -90,6 +92,9 @@ pub struct HostConfig {
     /// The binaries that render Kustomize environments (pinned by the operator, not the pushers).
     #[serde(default)]
     pub renderers: RenderersConfig,
+    /// Content limits for every environment (bytes, documents, objects).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at

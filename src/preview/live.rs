@@ -45,7 +45,7 @@ pub fn prepare(
         for f in repo.list_files(head, &input.path)? {
             let kind = EntryKind::from(f.kind);
             let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
-                repo.blob(f.oid)?
+                super::manifest_blob(repo, &f.path, f.oid)?
             } else {
                 Vec::new()
             };

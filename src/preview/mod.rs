@@ -61,6 +61,31 @@ pub enum PreviewError {
     Json(#[from] serde_json::Error),
     #[error("background task failed: {0}")]
     Task(String),
+    /// A preview process (the watcher's child) failed, timed out or wrote too much.
+    #[error("preview process: {0}")]
+    Child(String),
+    /// A file of the change is over the content limit; it is refused before it is read.
+    #[error("{path}: file is {size} bytes, more than the limit of {limit} bytes per file")]
+    TooLarge { path: String, size: u64, limit: u64 },
+}
+
+/// Reads a manifest blob of the change, refusing one over the per-file limit before loading it
+/// (a PR author is less trusted than the operator).
+pub(crate) fn manifest_blob(
+    repo: &LocalRepo,
+    path: &str,
+    oid: Oid,
+) -> Result<Vec<u8>, PreviewError> {
+    let limit = crate::manifest::Limits::default().file_bytes;
+    let size = repo.blob_size(oid)?;
+    if size > limit {
+        return Err(PreviewError::TooLarge {
+            path: path.to_string(),
+            size,
+            limit,
+        });
+    }
+    Ok(repo.blob(oid)?)
 }
 
 /// Output format.
@@ -258,7 +283,8 @@ fn write_file(path: &Path, text: &str) -> Result<(), PreviewError> {
 /// The host's renderers (`renderers:` of the host config, else what is on `PATH`).
 async fn renderers(config: Option<&HostConfig>) -> Result<Rendering, PreviewError> {
     let cfg = config.map(|c| c.renderers.clone()).unwrap_or_default();
-    Ok(Rendering::from_config(&cfg)
+    let limits = config.map(|c| c.limits.limits()).unwrap_or_default();
+    Ok(Rendering::from_config(&cfg, limits)
         .await
         .map_err(crate::render::RenderFailure::Host)?)
 }

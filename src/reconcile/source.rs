@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid};
+use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid, TreeFile};
 use crate::manifest::{
-    self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError,
+    self, DesiredState, EntryKind, FileEntry, FileUpdate, Limits, ObjectKey, RenderError,
 };
 pub use crate::render::Rendering;
 use crate::render::{self, Inputs, Tree};
@@ -82,9 +82,18 @@ pub async fn render_env(
     if !is_kustomize(mirror, rev, dir).await? {
         let state = match earlier {
             Some(e) if e.kustomized.is_none() => {
-                render_changed(mirror, e.commit, e.state, rev, dir).await?.0
+                render_changed(
+                    mirror,
+                    e.commit,
+                    e.state,
+                    rev,
+                    dir,
+                    &rendering.limits.content,
+                )
+                .await?
+                .0
             }
-            _ => render_full(mirror, rev, dir).await?,
+            _ => render_full(mirror, rev, dir, &rendering.limits.content).await?,
         };
         return Ok(EnvRender {
             state: Arc::new(state),
@@ -139,43 +148,70 @@ pub async fn is_kustomize(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<b
     .await
 }
 
-/// Renders an environment folder at `rev` from scratch.
+/// Renders an environment folder at `rev` from scratch. Sizes are checked from the blob
+/// headers before any file is read.
 pub async fn render_full(
     mirror: &Arc<Mirror>,
     rev: Oid,
     dir: &str,
+    limits: &Limits,
 ) -> Result<DesiredState, RenderFailure> {
     let dir = dir.trim_matches('/').to_string();
-    let dir2 = dir.clone();
+    let (dir2, limits2) = (dir.clone(), *limits);
     let entries = git(mirror, move |m| {
         let files = m.list_files(rev, &dir2)?;
         // Only YAML blobs are read; other entries are passed on for their kind checks.
-        let wanted: Vec<Oid> = files
+        let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
+        let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
+        let sizes = m.blob_sizes(&ids)?;
+        let sized = wanted
             .iter()
-            .filter(|f| {
-                EntryKind::from(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
-            })
-            .map(|f| f.oid)
-            .collect();
-        let mut contents = m.read_blobs(&wanted)?.into_iter();
+            .zip(&sizes)
+            .map(|(f, s)| (f.path.as_str(), *s));
+        if let Err(errors) = manifest::limits::check_sizes(sized, &limits2, &dir2) {
+            return Ok(Err(errors));
+        }
+        let mut contents = m.read_blobs(&ids)?.into_iter();
         let mut entries = Vec::with_capacity(files.len());
         for f in files {
-            let kind = EntryKind::from(f.kind);
-            let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
-                contents.next().unwrap_or_default()
-            } else {
-                Vec::new()
+            let bytes = match is_manifest(&f) {
+                true => contents.next().unwrap_or_default(),
+                false => Vec::new(),
             };
             entries.push(FileEntry {
                 path: f.path,
-                kind,
+                kind: EntryKind::from(f.kind),
                 bytes,
             });
         }
-        Ok(entries)
+        Ok(Ok(entries))
     })
-    .await?;
-    manifest::render(&dir, entries).map_err(RenderFailure::Invalid)
+    .await?
+    .map_err(RenderFailure::Invalid)?;
+    manifest::render_within(&dir, entries, limits).map_err(RenderFailure::Invalid)
+}
+
+/// A regular YAML file, read as manifests.
+fn is_manifest(f: &TreeFile) -> bool {
+    EntryKind::from(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
+}
+
+/// Checks the byte limits of the whole folder at `rev` from the blob headers.
+fn check_folder_sizes(
+    m: &Mirror,
+    rev: Oid,
+    dir: &str,
+    limits: &Limits,
+) -> Result<Result<(), Vec<RenderError>>, GitError> {
+    let files = m.list_files(rev, dir)?;
+    let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
+    let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
+    let sizes = m.blob_sizes(&ids)?;
+    let sized = wanted
+        .iter()
+        .zip(&sizes)
+        .map(|(f, s)| (f.path.as_str(), *s));
+    Ok(manifest::limits::check_sizes(sized, limits, dir))
 }
 
 /// Renders `rev` by re-reading only the files changed since `base_rev`. Returns the state and
@@ -186,10 +222,14 @@ pub async fn render_changed(
     base: &DesiredState,
     rev: Oid,
     dir: &str,
+    limits: &Limits,
 ) -> Result<(DesiredState, Vec<ObjectKey>), RenderFailure> {
     let dir = dir.trim_matches('/').to_string();
-    let dir2 = dir.clone();
+    let (dir2, limits2) = (dir.clone(), *limits);
     let updates = git(mirror, move |m| {
+        if let Err(errors) = check_folder_sizes(m, rev, &dir2, &limits2)? {
+            return Ok(Err(errors));
+        }
         let changes = m.changed_files(Some(base_rev), rev, &dir2)?;
         let mut updates = Vec::with_capacity(changes.len());
         for c in changes {
@@ -214,10 +254,11 @@ pub async fn render_changed(
                 entry,
             });
         }
-        Ok(updates)
+        Ok(Ok(updates))
     })
-    .await?;
-    manifest::rerender(&dir, base, updates).map_err(RenderFailure::Invalid)
+    .await?
+    .map_err(RenderFailure::Invalid)?;
+    manifest::rerender(&dir, base, updates, limits).map_err(RenderFailure::Invalid)
 }
 
 /// Whether anything under `dir` changed between two revisions.
@@ -263,17 +304,16 @@ impl ObjectSource for GitObjectSource {
             .filter(|f| matches!(f.kind, FileKind::Blob | FileKind::Executable))
             .collect();
         let ids: Vec<Oid> = regular.iter().map(|f| f.oid).collect();
-        // Sizes come from the object headers; reading blobs here would defeat the no-op path,
-        // so read them once (they are local and typically small) only for their length.
+        // Sizes come from the object headers: nothing is loaded until an object must be uploaded.
         let sizes = self
-            .blocking(|m| m.read_blobs(&ids))
+            .blocking(|m| m.blob_sizes(&ids))
             .map_err(|e| S3Error::source(dir, e.to_string()))?;
         Ok(regular
             .into_iter()
             .zip(sizes)
-            .map(|(f, bytes)| SourceFile {
+            .map(|(f, size)| SourceFile {
                 path: f.path,
-                size: bytes.len() as u64,
+                size,
                 content_id: f.oid.to_string(),
             })
             .collect())
