@@ -116,6 +116,13 @@ pub struct PreviewArgs {
     /// Compare with the running cluster through a server-side dry-run (needs --config).
     #[arg(long)]
     pub live: bool,
+    /// With --live, also compare objects this environment does not own (by default only their
+    /// existence is reported: their live content belongs to someone else).
+    #[arg(long, requires = "live")]
+    pub live_all: bool,
+    /// Exit 0 whenever the report was made (the daemon's preview watcher reads the Markdown).
+    #[arg(long, hide = true)]
+    pub exit_zero: bool,
     /// Host config: environments (name, path, sensitive objects), credentials, kubeconfig.
     /// Without it, every folder directly under `environments/` of the head is an environment.
     #[arg(long)]
@@ -336,7 +343,7 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
         None => Ok(git_report),
         Some(prepared) => {
             let instance = config.map(|c| c.instance()).unwrap_or_default();
-            live::run(git_report, prepared, &instance).await
+            live::run(git_report, prepared, &instance, args.live_all).await
         }
     }
 }
