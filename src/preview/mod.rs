@@ -13,6 +13,7 @@
 //!   note under `previews.notes_ref` on the previewed commit.
 
 pub(crate) mod buckets;
+mod child;
 pub mod compute;
 pub mod live;
 pub mod markdown;
@@ -393,7 +394,11 @@ pub async fn run_cli(args: PreviewArgs) -> Result<u8, PreviewError> {
             }
         }
     }
-    Ok(report.exit_code())
+    Ok(if args.exit_zero {
+        0
+    } else {
+        report.exit_code()
+    })
 }
 
 /// The Markdown written into a preview note: all bodies, separated like the CLI prints them.
@@ -415,11 +420,13 @@ pub fn note_text(report: &Report, limit: usize) -> String {
 /// Daemon option: previews every ref matching `previews.refs` (e.g. `refs/pull/*/head`) against
 /// its merge base with the branch and writes the Markdown as a note on the ref's commit under
 /// `previews.notes_ref`. Uses its own mirror (`state_dir/previews.git`); commits that already
-/// carry a preview note are skipped. Returns when `cancel` fires; does nothing without
-/// `previews` in the host config.
+/// carry a preview note are skipped. Each preview runs in a child process of `exe` (this
+/// executable) without credentials and with limits (see `child`). Returns when `cancel` fires;
+/// does nothing without `previews` in the host config.
 pub async fn run_preview_watcher(
     config: &HostConfig,
     cancel: CancellationToken,
+    exe: PathBuf,
 ) -> Result<(), PreviewError> {
     let Some(previews) = config.previews.clone() else {
         return Ok(());
@@ -432,19 +439,15 @@ pub async fn run_preview_watcher(
         extra_fetch_refs: vec![previews.refs.clone()],
         auth: config.git_auth()?,
     };
+    let mirror_dir = dir.clone();
     let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir, opts))
         .await
         .map_err(|e| PreviewError::Task(e.to_string()))??;
     let mirror = Arc::new(mirror);
-    let envs: Vec<EnvInput> = config
-        .environments
-        .iter()
-        .map(EnvInput::from_config)
-        .collect();
-    let rendering = Arc::new(renderers(Some(config)).await?);
+    let launcher = child::Launcher::new(exe, config, &mirror_dir).await?;
     let mut done: std::collections::BTreeSet<Oid> = std::collections::BTreeSet::new();
     loop {
-        match watch_once(&mirror, &envs, &rendering, &mut done).await {
+        match watch_once(&mirror, &mirror_dir, &launcher, &mut done).await {
             Ok(n) if n > 0 => tracing::info!(previews = n, "wrote preview notes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "preview pass failed; retrying on the next poll"),
@@ -456,42 +459,50 @@ pub async fn run_preview_watcher(
     }
 }
 
-/// One pass of the preview watcher: fetch, then preview every new matching ref head. Returns
-/// the number of notes written.
-pub async fn watch_once(
+/// One pass of the preview watcher: fetch, then preview every new matching ref head in a
+/// child process. Returns the number of notes written.
+async fn watch_once(
     mirror: &Arc<Mirror>,
-    envs: &[EnvInput],
-    rendering: &Arc<Rendering>,
+    mirror_dir: &Path,
+    launcher: &child::Launcher,
     done: &mut std::collections::BTreeSet<Oid>,
 ) -> Result<usize, PreviewError> {
     let m = Arc::clone(mirror);
-    let rendering = Arc::clone(rendering);
-    let envs = envs.to_vec();
     let skip = done.clone();
-    let (seen, written) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
+    let todo = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
         let branch = m.fetch()?;
-        let mut seen = Vec::new();
-        let mut written = 0usize;
+        let mut todo: Vec<(String, Oid, Oid)> = Vec::new();
         for (name, head) in m.extra_refs()? {
-            if skip.contains(&head) || seen.contains(&head) {
+            if skip.contains(&head) || todo.iter().any(|t| t.1 == head) {
                 continue;
             }
-            seen.push(head);
             if m.read_note(head)?.is_some() {
                 continue;
             }
-            let repo = m.read_only()?;
-            let base = repo.merge_base(head, branch)?;
-            let report = preview_git(&repo, base, head, &envs, &rendering)?;
-            let text = note_text(&report, 65536);
-            m.update_note(head, &|_| text.clone())?;
-            tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");
-            written += 1;
+            let base = m.read_only()?.merge_base(head, branch)?;
+            todo.push((name, head, base));
         }
-        Ok((seen, written))
+        Ok(todo)
     })
     .await
     .map_err(|e| PreviewError::Task(e.to_string()))??;
-    done.extend(seen);
+    let mut written = 0usize;
+    for (name, head, base) in todo {
+        // A head whose preview fails is retried on the next pass, the others go on.
+        let text = match launcher.preview(mirror_dir, base, head).await {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(r#ref = %name, commit = %head, error = %e, "preview failed");
+                continue;
+            }
+        };
+        let m = Arc::clone(mirror);
+        tokio::task::spawn_blocking(move || m.update_note(head, &|_| text.clone()))
+            .await
+            .map_err(|e| PreviewError::Task(e.to_string()))??;
+        tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");
+        done.insert(head);
+        written += 1;
+    }
     Ok(written)
 }
