@@ -53,40 +53,62 @@ pub fn check_sizes<'a>(
     limits: &Limits,
     environment: &str,
 ) -> Result<(), Vec<RenderError>> {
-    let mut errors = Vec::new();
-    let mut total: u64 = 0;
-    for (path, size) in files {
-        total = total.saturating_add(size);
-        if size > limits.file_bytes {
-            errors.push(error(
+    let mut tally = SizeTally::default();
+    let mut errors: Vec<RenderError> = files
+        .into_iter()
+        .filter_map(|(path, size)| tally.add(path, size, limits))
+        .collect();
+    if errors.is_empty()
+        && let Some(e) = tally.over(limits, environment)
+    {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Bytes of an environment's manifests, counted file by file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SizeTally {
+    total: u64,
+}
+
+impl SizeTally {
+    /// Counts one file; an error when it alone is over the per-file limit.
+    pub fn add(&mut self, path: &str, size: u64, limits: &Limits) -> Option<RenderError> {
+        self.total = self.total.saturating_add(size);
+        (size > limits.file_bytes).then(|| {
+            error(
                 path,
                 None,
                 format!(
                     "file is {size} bytes, more than the limit of {} bytes per file",
                     limits.file_bytes
                 ),
-            ));
-        }
+            )
+        })
     }
-    if errors.is_empty() && total > limits.environment_bytes {
+
+    /// An error naming the environment folder when the files so far are over its limit.
+    pub fn over(&self, limits: &Limits, environment: &str) -> Option<RenderError> {
         let folder = if environment.is_empty() {
             "."
         } else {
             environment
         };
-        errors.push(error(
-            folder,
-            None,
-            format!(
-                "the environment's manifests are {total} bytes, more than the limit of {} bytes per environment",
-                limits.environment_bytes
-            ),
-        ));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
+        (self.total > limits.environment_bytes).then(|| {
+            error(
+                folder,
+                None,
+                format!(
+                    "the environment's manifests are {} bytes, more than the limit of {} bytes per environment",
+                    self.total, limits.environment_bytes
+                ),
+            )
+        })
     }
 }
 

@@ -323,20 +323,34 @@ pub fn render(
 }
 
 /// Renders a whole environment folder. All problems are collected, not just the first; a
-/// limit reached stops the render (the rest would only cost more).
+/// limit reached stops the render, and `entries` is not consumed further (a caller reading
+/// files lazily reads no more). Callers that know sizes beforehand (git) check them first with
+/// [`limits::check_sizes`]; the byte limits are checked here again as entries come.
 pub fn render_within(
     dir: &str,
     entries: impl IntoIterator<Item = FileEntry>,
     limits: &Limits,
 ) -> Result<DesiredState, Vec<RenderError>> {
-    let entries: Vec<FileEntry> = entries.into_iter().collect();
-    limits::check_sizes(manifest_sizes(&entries), limits, dir)?;
     let mut allowance = Allowance::new(*limits);
     let mut state = DesiredState::default();
     let mut errors = Vec::new();
+    let mut tally = limits::SizeTally::default();
     for entry in entries {
+        if entry.kind == EntryKind::File && is_manifest_path(&entry.path) {
+            if let Some(e) = tally.add(&entry.path, entry.bytes.len() as u64, limits) {
+                errors.push(e);
+                continue;
+            }
+            if let Some(e) = tally.over(limits, dir) {
+                errors.push(e);
+                break;
+            }
+        }
         if let Some(manifests) = read_entry(dir, &entry, &mut allowance, &mut errors) {
             state.insert_file(&entry.path, manifests, &mut errors);
+        }
+        if allowance.exhausted() {
+            break;
         }
     }
     if errors.is_empty() {
@@ -344,14 +358,6 @@ pub fn render_within(
     } else {
         Err(errors)
     }
-}
-
-/// (path, size) of the entries that are read as manifests.
-fn manifest_sizes(entries: &[FileEntry]) -> impl Iterator<Item = (&str, u64)> {
-    entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::File && is_manifest_path(&e.path))
-        .map(|e| (e.path.as_str(), e.bytes.len() as u64))
 }
 
 /// A change to one file between two revisions: the new entry, or `None` when the file was deleted.
@@ -370,26 +376,39 @@ pub fn rerender(
     updates: impl IntoIterator<Item = FileUpdate>,
     limits: &Limits,
 ) -> Result<(DesiredState, Vec<ObjectKey>), Vec<RenderError>> {
+    let (paths, entries): (Vec<String>, Vec<Option<FileEntry>>) =
+        updates.into_iter().map(|u| (u.path, u.entry)).unzip();
+    rerender_lazily(dir, base, &paths, entries.into_iter().flatten(), limits)
+}
+
+/// [`rerender`] with the changed `paths` and the new side of those that still exist as
+/// `entries`, consumed one at a time and no further once a limit is reached.
+pub fn rerender_lazily(
+    dir: &str,
+    base: &DesiredState,
+    paths: &[String],
+    entries: impl IntoIterator<Item = FileEntry>,
+    limits: &Limits,
+) -> Result<(DesiredState, Vec<ObjectKey>), Vec<RenderError>> {
     let mut state = base.clone();
     let mut touched = Vec::new();
     let mut errors = Vec::new();
-    let mut parsed = Vec::new();
     // Remove every changed file first so that an object moving between two changed files is not
     // reported as a duplicate of its old self.
-    for update in updates {
-        touched.extend(state.remove_file(&update.path));
-        if let Some(entry) = update.entry {
-            parsed.push(entry);
-        }
+    for path in paths {
+        touched.extend(state.remove_file(path));
     }
     let mut allowance = Allowance::new(*limits);
     if let Err(e) = allowance.spend(dir, state.len(), 0) {
         return Err(vec![e]);
     }
-    for entry in parsed {
+    for entry in entries {
         if let Some(manifests) = read_entry(dir, &entry, &mut allowance, &mut errors) {
             touched.extend(manifests.iter().map(|m| m.key.clone()));
             state.insert_file(&entry.path, manifests, &mut errors);
+        }
+        if allowance.exhausted() {
+            break;
         }
     }
     if errors.is_empty() {

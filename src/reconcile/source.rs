@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid, TreeFile};
-use crate::manifest::{
-    self, DesiredState, EntryKind, FileEntry, FileUpdate, Limits, ObjectKey, RenderError,
-};
+use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Limits, ObjectKey, RenderError};
 pub use crate::render::Rendering;
 use crate::render::{self, Inputs, Tree};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
@@ -148,19 +146,18 @@ pub async fn is_kustomize(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<b
     .await
 }
 
-/// Renders an environment folder at `rev` from scratch. Sizes are checked from the blob
-/// headers before any file is read.
+/// Renders an environment folder at `rev` from scratch, on the blocking pool. Sizes are checked
+/// from the blob headers before any file is read; files are then read one at a time, and no
+/// more once a limit is reached.
 pub async fn render_full(
     mirror: &Arc<Mirror>,
     rev: Oid,
     dir: &str,
     limits: &Limits,
 ) -> Result<DesiredState, RenderFailure> {
-    let dir = dir.trim_matches('/').to_string();
-    let (dir2, limits2) = (dir.clone(), *limits);
-    let entries = git(mirror, move |m| {
-        let files = m.list_files(rev, &dir2)?;
-        // Only YAML blobs are read; other entries are passed on for their kind checks.
+    let (dir, limits) = (dir.trim_matches('/').to_string(), *limits);
+    git(mirror, move |m| {
+        let files = m.list_files(rev, &dir)?;
         let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
         let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
         let sizes = m.blob_sizes(&ids)?;
@@ -168,27 +165,36 @@ pub async fn render_full(
             .iter()
             .zip(&sizes)
             .map(|(f, s)| (f.path.as_str(), *s));
-        if let Err(errors) = manifest::limits::check_sizes(sized, &limits2, &dir2) {
+        if let Err(errors) = manifest::limits::check_sizes(sized, &limits, &dir) {
             return Ok(Err(errors));
         }
-        let mut contents = m.read_blobs(&ids)?.into_iter();
-        let mut entries = Vec::with_capacity(files.len());
-        for f in files {
+        let mut failed: Option<GitError> = None;
+        // Only YAML blobs are read; other entries are passed on for their kind checks.
+        let entries = files.into_iter().map_while(|f| {
             let bytes = match is_manifest(&f) {
-                true => contents.next().unwrap_or_default(),
+                true => match m.read_blobs(&[f.oid]) {
+                    Ok(mut b) => b.pop().unwrap_or_default(),
+                    Err(e) => {
+                        failed = Some(e);
+                        return None;
+                    }
+                },
                 false => Vec::new(),
             };
-            entries.push(FileEntry {
+            Some(FileEntry {
                 path: f.path,
                 kind: EntryKind::from(f.kind),
                 bytes,
-            });
+            })
+        });
+        let rendered = manifest::render_within(&dir, entries, &limits);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rendered),
         }
-        Ok(Ok(entries))
     })
     .await?
-    .map_err(RenderFailure::Invalid)?;
-    manifest::render_within(&dir, entries, limits).map_err(RenderFailure::Invalid)
+    .map_err(RenderFailure::Invalid)
 }
 
 /// A regular YAML file, read as manifests.
@@ -214,8 +220,9 @@ fn check_folder_sizes(
     Ok(manifest::limits::check_sizes(sized, limits, dir))
 }
 
-/// Renders `rev` by re-reading only the files changed since `base_rev`. Returns the state and
-/// the keys of the objects of changed files.
+/// Renders `rev` by re-reading only the files changed since `base_rev` (one at a time, on the
+/// blocking pool, no more once a limit is reached). Returns the state and the keys of the
+/// objects of changed files.
 pub async fn render_changed(
     mirror: &Arc<Mirror>,
     base_rev: Oid,
@@ -224,41 +231,46 @@ pub async fn render_changed(
     dir: &str,
     limits: &Limits,
 ) -> Result<(DesiredState, Vec<ObjectKey>), RenderFailure> {
-    let dir = dir.trim_matches('/').to_string();
-    let (dir2, limits2) = (dir.clone(), *limits);
-    let updates = git(mirror, move |m| {
-        if let Err(errors) = check_folder_sizes(m, rev, &dir2, &limits2)? {
+    let (dir, limits) = (dir.trim_matches('/').to_string(), *limits);
+    // The base is shared, cloned only for the task.
+    let base = base.clone();
+    git(mirror, move |m| {
+        if let Err(errors) = check_folder_sizes(m, rev, &dir, &limits)? {
             return Ok(Err(errors));
         }
-        let changes = m.changed_files(Some(base_rev), rev, &dir2)?;
-        let mut updates = Vec::with_capacity(changes.len());
-        for c in changes {
-            let entry = match c.change {
-                ChangeKind::Deleted => None,
-                ChangeKind::Added | ChangeKind::Modified => {
-                    let kind = EntryKind::from(c.kind);
-                    let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&c.path) {
-                        m.read_blob(rev, &c.path)?.unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    Some(FileEntry {
-                        path: c.path.clone(),
-                        kind,
-                        bytes,
-                    })
-                }
-            };
-            updates.push(FileUpdate {
-                path: c.path,
-                entry,
+        let changes = m.changed_files(Some(base_rev), rev, &dir)?;
+        let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
+        let mut failed: Option<GitError> = None;
+        let entries = changes
+            .into_iter()
+            .filter(|c| c.change != ChangeKind::Deleted)
+            .map_while(|c| {
+                let kind = EntryKind::from(c.kind);
+                let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&c.path) {
+                    match m.read_blob(rev, &c.path) {
+                        Ok(b) => b.unwrap_or_default(),
+                        Err(e) => {
+                            failed = Some(e);
+                            return None;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                Some(FileEntry {
+                    path: c.path,
+                    kind,
+                    bytes,
+                })
             });
+        let rendered = manifest::rerender_lazily(&dir, &base, &paths, entries, &limits);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rendered),
         }
-        Ok(Ok(updates))
     })
     .await?
-    .map_err(RenderFailure::Invalid)?;
-    manifest::rerender(&dir, base, updates, limits).map_err(RenderFailure::Invalid)
+    .map_err(RenderFailure::Invalid)
 }
 
 /// Whether anything under `dir` changed between two revisions.
