@@ -29,6 +29,8 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 const SECRET_VALUE: &str = "live-secret-value-7f3a";
+/// In a ConfigMap someone else owns: `--live` must not show it, `--live-all` does.
+const FOREIGN_VALUE: &str = "foreign-live-value-91c2";
 
 fn manifests(ns: &str) -> String {
     format!(
@@ -47,6 +49,14 @@ metadata:
   namespace: {ns}
 data:
   b: \"1\"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: foreign
+  namespace: {ns}
+data:
+  d: \"1\"
 ---
 apiVersion: v1
 kind: Secret
@@ -72,11 +82,16 @@ spec:
 }
 
 fn run(repo: &Path, config: &Path, format: &str) -> (String, String, i32) {
+    run_with(repo, config, format, &[])
+}
+
+fn run_with(repo: &Path, config: &Path, format: &str, extra: &[&str]) -> (String, String, i32) {
     let out = Command::new(BIN)
         .args([
             "preview", "--live", "--head", "HEAD", "--format", format, "--repo",
         ])
         .arg(repo)
+        .args(extra)
         .arg("--config")
         .arg(config)
         .env("GITOPSD_LOG", "warn")
@@ -106,13 +121,29 @@ async fn live_preview_reports_admission_errors_and_live_diffs() {
         )
         .await
         .unwrap();
-    // A ConfigMap applied earlier by gitopsd (same field manager), so the head's change is an update.
+    // A ConfigMap applied earlier by gitopsd for this environment (same field manager, its
+    // ownership labels), so the head's change is an update.
+    let env_name = support::unique_name("pvlive");
+    let instance = support::unique_name("pvinst");
+    let labels = json!({
+        "app.kubernetes.io/managed-by": "gitopsd",
+        "gitopsd.dev/instance": instance,
+        "gitopsd.dev/environment": env_name,
+    });
     let cmr = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "ConfigMap"));
     let cms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &cmr);
     cms.patch(
         "existing",
         &PatchParams::apply("gitopsd"),
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "existing"}, "data": {"a": "1"}})),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "existing", "labels": labels}, "data": {"a": "1"}})),
+    )
+    .await
+    .unwrap();
+    // One someone else made: the head names it too, but its live content is not the PR's to see.
+    cms.patch(
+        "foreign",
+        &PatchParams::apply("someone-else"),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "foreign"}, "data": {"c": FOREIGN_VALUE}})),
     )
     .await
     .unwrap();
@@ -131,13 +162,12 @@ async fn live_preview_reports_admission_errors_and_live_diffs() {
     // The host config names a bare repository (the daemon's source); the preview reads --repo.
     let bare = repo.path().join("bare.git");
     git(repo.path(), &["clone", "-q", "--bare", ".", "bare.git"]);
-    let env_name = support::unique_name("pvlive");
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("gitopsd.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "repository:\n  url: {}\nstate_dir: {}\nnotes_signing_key_file: {}\nenvironments:\n  - name: {env_name}\n    path: environments/live\n    namespace: {ns}\n    kubernetes:\n      kubeconfig: {}\n",
+            "instance: {instance}\nrepository:\n  url: {}\nstate_dir: {}\nnotes_signing_key_file: {}\nenvironments:\n  - name: {env_name}\n    path: environments/live\n    namespace: {ns}\n    kubernetes:\n      kubeconfig: {}\n",
             bare.display(),
             cfg_dir.path().join("state").display(),
             support::notes_key(cfg_dir.path()).display(),
@@ -179,11 +209,7 @@ async fn live_preview_reports_admission_errors_and_live_diffs() {
         diff.contains("-  a: '1'") || diff.contains("-  a: \"1\""),
         "{diff}"
     );
-    // Ownership labels come from the dry-run; server-managed fields are not in the diff.
-    assert!(
-        diff.contains("+    app.kubernetes.io/managed-by: gitopsd"),
-        "{diff}"
-    );
+    // Server-managed fields are not in the diff.
     for field in [
         "resourceVersion",
         "managedFields",
@@ -204,7 +230,14 @@ async fn live_preview_reports_admission_errors_and_live_diffs() {
             .any(|k| k == "data.password"),
         "{creds}"
     );
-    assert_eq!(env["summary"]["update"], 1);
+    // Not owned: reported as existing, never compared or shown.
+    assert!(!json_text.contains(FOREIGN_VALUE), "{json_text}");
+    let foreign = find("foreign")["diff"].as_str().unwrap();
+    assert!(
+        foreign.contains("not owned by this environment"),
+        "{foreign}"
+    );
+    assert_eq!(env["summary"]["update"], 2);
     assert_eq!(env["summary"]["create"], 2);
     assert_eq!(env["summary"]["errors"], 1);
 
@@ -216,4 +249,10 @@ async fn live_preview_reports_admission_errors_and_live_diffs() {
     assert!(!md.contains(&base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE)));
     assert!(md.contains("compared with the **live cluster**"), "{md}");
     assert!(md.contains("PodSecurity"), "{md}");
+    assert!(!md.contains(FOREIGN_VALUE), "{md}");
+
+    // --live-all compares it like any other object.
+    let (all, _, _) = run_with(repo.path(), &cfg, "json", &["--live-all"]);
+    assert!(all.contains(FOREIGN_VALUE), "{all}");
+    assert!(!all.contains("not owned by this environment"), "{all}");
 }

@@ -121,7 +121,10 @@ async fn pull_request_heads_get_a_preview_note() {
     let cancel = CancellationToken::new();
     let task = {
         let cancel = cancel.clone();
-        tokio::spawn(async move { gitopsd::preview::run_preview_watcher(&config, cancel).await })
+        let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_gitopsd"));
+        tokio::spawn(
+            async move { gitopsd::preview::run_preview_watcher(&config, cancel, exe).await },
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {

@@ -570,7 +570,10 @@ async fn output_and_binary_limits() {
         return;
     };
     let limits = Limits {
-        max_output_bytes: 100,
+        content: gitopsd::manifest::Limits {
+            environment_bytes: 100,
+            ..gitopsd::manifest::Limits::default()
+        },
         ..Limits::default()
     };
     let (_, _, message) = content_error(render_with(&tree, "overlays/dev", &real, &limits).await);
@@ -579,12 +582,15 @@ async fn output_and_binary_limits() {
         "{message}"
     );
     let limits = Limits {
-        max_objects: 2,
+        content: gitopsd::manifest::Limits {
+            objects: 2,
+            ..gitopsd::manifest::Limits::default()
+        },
         ..Limits::default()
     };
     let (_, _, message) = content_error(render_with(&tree, "overlays/dev", &real, &limits).await);
     assert!(
-        message.contains("3 objects, more than the limit of 2"),
+        message.contains("more than the limit of 2 objects"),
         "{message}"
     );
 }

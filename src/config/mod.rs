@@ -18,9 +18,11 @@ use crate::schema::{Checker, Lines};
 
 mod checks;
 mod trust;
+mod limits;
 
 pub use crate::schema::Problem;
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
+pub use limits::LimitsConfig;
 
 /// Default notes ref for outcomes.
 pub const DEFAULT_NOTES_REF: &str = "refs/notes/gitopsd";
@@ -108,6 +110,9 @@ pub struct HostConfig {
     /// Trust records without a signature (migration from unsigned notes, or no signing key).
     #[serde(default)]
     pub trust_unsigned_notes: bool,
+    /// Content limits for every environment (bytes, documents, objects).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at

@@ -47,7 +47,7 @@ pub use git2::Oid;
 pub use local::LocalRepo;
 pub use lock::notes_lock_path;
 pub use tree::{ChangeKind, CommitInfo, FileChange, FileKind, FileSide, TreeFile};
-pub use url::redact_url;
+pub use url::{is_scp_like, redact_url};
 pub use verify::{AllowedSigners, CommitSignatureError, SignedCommit};
 pub use watch::watch_local_refs;
 

@@ -78,6 +78,11 @@ impl Mirror {
         self.read(|r| ids.iter().map(|id| r.blob(*id)).collect())
     }
 
+    /// Sizes of these blobs from their headers, without loading them.
+    pub fn blob_sizes(&self, ids: &[Oid]) -> Result<Vec<u64>, GitError> {
+        self.read(|r| ids.iter().map(|id| r.blob_size(*id)).collect())
+    }
+
     /// Paths under `dir` that differ between `from` and `to`, sorted by path. `from = None`
     /// reports everything under `dir` at `to` as added. Cost is proportional to the change.
     pub fn changed_files(

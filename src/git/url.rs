@@ -123,12 +123,28 @@ fn parse_network(scheme: &str, rest: &str) -> Result<RemoteUrl, String> {
     })
 }
 
-/// scp-like `[user@]host:path` (a ':' before any '/'); `None` for a path.
+/// Whether `url` is git's scp-like SSH form `[user@]host:path`: no `://`, and a ':' before any
+/// '/' (so `./a:b` and `/srv/a:b` stay paths, as in git).
+pub fn is_scp_like(url: &str) -> bool {
+    let url = url.trim();
+    if url.contains("://") {
+        return false;
+    }
+    match url.find(':') {
+        Some(i) => {
+            let before = &url[..i];
+            !before.is_empty() && !before.contains('/')
+        }
+        None => false,
+    }
+}
+
+/// scp-like `[user@]host:path` (see [`is_scp_like`]); `None` for a path.
 fn parse_scp(url: &str) -> Option<RemoteUrl> {
-    let before = &url[..url.find(':')?];
-    if before.contains('/') || before.is_empty() {
+    if !is_scp_like(url) {
         return None;
     }
+    let before = &url[..url.find(':')?];
     let (username, host) = match before.rfind('@') {
         Some(i) => (Some(before[..i].to_string()), before[i + 1..].to_string()),
         None => (None, before.to_string()),
@@ -229,5 +245,26 @@ mod tests {
         let err = parse_url("ftp://u:topsecret@x/y").unwrap_err();
         assert!(!err.contains("topsecret"));
         assert_eq!(redact_url("https://u:pw@h/p"), "https://u@h/p");
+    }
+
+    #[test]
+    fn scp_like_urls_are_ssh_and_paths_with_colons_are_not() {
+        for url in ["git@github.com:org/repo.git", "host:repo.git", "me@[::1]:r"] {
+            assert!(is_scp_like(url), "{url}");
+        }
+        let u = parse_url("git@git.example:org/repo.git").unwrap();
+        assert!(u.is_ssh());
+        assert_eq!(
+            u.kind,
+            RemoteKind::Network {
+                scheme: "ssh".into(),
+                host: "git.example".into(),
+                port: None
+            }
+        );
+        for path in ["/srv/a:b.git", "./a:b", "repo.git", "ssh://h/r", ":r"] {
+            assert!(!is_scp_like(path), "{path}");
+        }
+        assert!(parse_url("/srv/a:b.git").unwrap().is_local());
     }
 }

@@ -10,6 +10,8 @@
 //! namespace to the environment's `namespace` from the host config (`default` when unset) and
 //! drops the field from cluster-scoped kinds.
 
+pub mod limits;
+mod parse;
 mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::git::FileKind;
+pub use limits::{Allowance, Limits};
+pub use parse::{parse_file, parse_file_within};
 pub use yaml::split_documents;
 
 /// Namespace of namespaced objects that name none, when the host config names none.
@@ -310,16 +314,43 @@ impl DesiredState {
     }
 }
 
-/// Renders a whole environment folder. All problems are collected, not just the first.
+/// Renders a whole environment folder within the default limits.
 pub fn render(
     dir: &str,
     entries: impl IntoIterator<Item = FileEntry>,
 ) -> Result<DesiredState, Vec<RenderError>> {
+    render_within(dir, entries, &Limits::default())
+}
+
+/// Renders a whole environment folder. All problems are collected, not just the first; a
+/// limit reached stops the render, and `entries` is not consumed further (a caller reading
+/// files lazily reads no more). Callers that know sizes beforehand (git) check them first with
+/// [`limits::check_sizes`]; the byte limits are checked here again as entries come.
+pub fn render_within(
+    dir: &str,
+    entries: impl IntoIterator<Item = FileEntry>,
+    limits: &Limits,
+) -> Result<DesiredState, Vec<RenderError>> {
+    let mut allowance = Allowance::new(*limits);
     let mut state = DesiredState::default();
     let mut errors = Vec::new();
+    let mut tally = limits::SizeTally::default();
     for entry in entries {
-        if let Some(manifests) = read_entry(dir, &entry, &mut errors) {
+        if entry.kind == EntryKind::File && is_manifest_path(&entry.path) {
+            if let Some(e) = tally.add(&entry.path, entry.bytes.len() as u64, limits) {
+                errors.push(e);
+                continue;
+            }
+            if let Some(e) = tally.over(limits, dir) {
+                errors.push(e);
+                break;
+            }
+        }
+        if let Some(manifests) = read_entry(dir, &entry, &mut allowance, &mut errors) {
             state.insert_file(&entry.path, manifests, &mut errors);
+        }
+        if allowance.exhausted() {
+            break;
         }
     }
     if errors.is_empty() {
@@ -338,27 +369,46 @@ pub struct FileUpdate {
 
 /// Re-renders `base` with only the changed files re-read. Returns the new state and the keys of
 /// every object that came from a changed file (before or after), which is all a plan must compare.
+/// The caller checks the byte limits of the whole folder (it knows the sizes from git).
 pub fn rerender(
     dir: &str,
     base: &DesiredState,
     updates: impl IntoIterator<Item = FileUpdate>,
+    limits: &Limits,
+) -> Result<(DesiredState, Vec<ObjectKey>), Vec<RenderError>> {
+    let (paths, entries): (Vec<String>, Vec<Option<FileEntry>>) =
+        updates.into_iter().map(|u| (u.path, u.entry)).unzip();
+    rerender_lazily(dir, base, &paths, entries.into_iter().flatten(), limits)
+}
+
+/// [`rerender`] with the changed `paths` and the new side of those that still exist as
+/// `entries`, consumed one at a time and no further once a limit is reached.
+pub fn rerender_lazily(
+    dir: &str,
+    base: &DesiredState,
+    paths: &[String],
+    entries: impl IntoIterator<Item = FileEntry>,
+    limits: &Limits,
 ) -> Result<(DesiredState, Vec<ObjectKey>), Vec<RenderError>> {
     let mut state = base.clone();
     let mut touched = Vec::new();
     let mut errors = Vec::new();
-    let mut parsed = Vec::new();
     // Remove every changed file first so that an object moving between two changed files is not
     // reported as a duplicate of its old self.
-    for update in updates {
-        touched.extend(state.remove_file(&update.path));
-        if let Some(entry) = update.entry {
-            parsed.push(entry);
-        }
+    for path in paths {
+        touched.extend(state.remove_file(path));
     }
-    for entry in parsed {
-        if let Some(manifests) = read_entry(dir, &entry, &mut errors) {
+    let mut allowance = Allowance::new(*limits);
+    if let Err(e) = allowance.spend(dir, state.len(), 0) {
+        return Err(vec![e]);
+    }
+    for entry in entries {
+        if let Some(manifests) = read_entry(dir, &entry, &mut allowance, &mut errors) {
             touched.extend(manifests.iter().map(|m| m.key.clone()));
             state.insert_file(&entry.path, manifests, &mut errors);
+        }
+        if allowance.exhausted() {
+            break;
         }
     }
     if errors.is_empty() {
@@ -374,6 +424,7 @@ pub fn rerender(
 fn read_entry(
     dir: &str,
     entry: &FileEntry,
+    allowance: &mut Allowance,
     errors: &mut Vec<RenderError>,
 ) -> Option<Vec<Manifest>> {
     let err = |message: &str| RenderError {
@@ -399,138 +450,16 @@ fn read_entry(
         }
         EntryKind::File => {}
     }
-    if !is_manifest_path(&entry.path) {
+    if !is_manifest_path(&entry.path) || allowance.exhausted() {
         return None;
     }
-    match parse_file(&entry.path, &entry.bytes) {
+    match parse_file_within(&entry.path, &entry.bytes, allowance, false) {
         Ok(manifests) => Some(manifests),
         Err(mut file_errors) => {
             errors.append(&mut file_errors);
             None
         }
     }
-}
-
-/// Parses one multi-document YAML file into manifests.
-pub fn parse_file(path: &str, bytes: &[u8]) -> Result<Vec<Manifest>, Vec<RenderError>> {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            return Err(vec![RenderError {
-                path: path.to_string(),
-                line: None,
-                object: None,
-                message: format!("not UTF-8: {e}"),
-            }]);
-        }
-    };
-    let mut manifests = Vec::new();
-    let mut errors = Vec::new();
-    for (index, doc) in split_documents(text).into_iter().enumerate() {
-        let source = Source {
-            path: path.to_string(),
-            line: doc.first_line,
-            document: index,
-        };
-        let value: Value = match serde_saphyr::from_str(&doc.text) {
-            Ok(value) => value,
-            Err(e) => {
-                let (line, message) = yaml::describe_error(&e, doc.line_offset);
-                errors.push(RenderError {
-                    path: path.to_string(),
-                    line: Some(line),
-                    object: None,
-                    message,
-                });
-                continue;
-            }
-        };
-        match manifest_from_value(value, source) {
-            Ok(Some(manifest)) => manifests.push(manifest),
-            Ok(None) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(manifests)
-    } else {
-        Err(errors)
-    }
-}
-
-fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>, RenderError> {
-    let map = match &value {
-        Value::Null => return Ok(None),
-        Value::Object(map) => map,
-        _ => return Err(RenderError::at(&source, None, "document is not a mapping")),
-    };
-    let name = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str);
-    let kind = map.get("kind").and_then(Value::as_str);
-    let describe = || match (kind, name) {
-        (Some(k), Some(n)) => Some(format!("{k} {n}")),
-        (Some(k), None) => Some(k.to_string()),
-        (None, Some(n)) => Some(format!("<no kind> {n}")),
-        (None, None) => None,
-    };
-    let api_version = match map.get("apiVersion").and_then(Value::as_str) {
-        Some(v) if !v.is_empty() => v.to_string(),
-        _ => return Err(RenderError::at(&source, describe(), "missing apiVersion")),
-    };
-    let kind = match kind {
-        Some(k) if !k.is_empty() => k.to_string(),
-        _ => return Err(RenderError::at(&source, describe(), "missing kind")),
-    };
-    let name = match name {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => {
-            return Err(RenderError::at(
-                &source,
-                describe(),
-                "missing metadata.name",
-            ));
-        }
-    };
-    if map
-        .get("metadata")
-        .and_then(|m| m.get("generateName"))
-        .is_some()
-    {
-        return Err(RenderError::at(
-            &source,
-            describe(),
-            "metadata.generateName cannot be reconciled (every apply would create a new object); use metadata.name",
-        ));
-    }
-    let namespace = match map.get("metadata").and_then(|m| m.get("namespace")) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
-        Some(_) => {
-            return Err(RenderError::at(
-                &source,
-                describe(),
-                "metadata.namespace must be a non-empty string",
-            ));
-        }
-    };
-    let group = match api_version.rsplit_once('/') {
-        Some((group, _)) => group.to_string(),
-        None => String::new(),
-    };
-    let key = ObjectKey {
-        group,
-        kind,
-        namespace,
-        name,
-    };
-    Ok(Some(Manifest {
-        key,
-        api_version,
-        source,
-        body: value,
-    }))
 }
 
 #[cfg(test)]

@@ -153,6 +153,7 @@ fn rerender_reads_only_changed_files_and_reports_touched_keys() {
                 entry: None,
             },
         ],
+        &Limits::default(),
     )
     .unwrap();
     assert_eq!(next.len(), 1);
@@ -174,6 +175,7 @@ fn rerender_reads_only_changed_files_and_reports_touched_keys() {
                 )),
             },
         ],
+        &Limits::default(),
     )
     .unwrap();
     assert_eq!(moved.len(), 2);
@@ -186,4 +188,96 @@ fn path_within_rejects_escapes() {
     assert!(!path_within("env/dev", "env/dev/../prod/a.yaml"));
     assert!(!path_within("", "/etc/passwd"));
     assert!(path_within("", "a/b.yaml"));
+}
+
+/// A billion-laughs document: ten levels of ten aliases each.
+fn alias_bomb(name: &str) -> String {
+    let mut s = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    );
+    for i in 1..10 {
+        let p = i - 1;
+        s.push_str(&format!(
+            "  a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn one_alias_bomb_is_refused_quickly() {
+    let started = std::time::Instant::now();
+    let errors = parse_file("e/bomb.yaml", alias_bomb("b").as_bytes()).unwrap_err();
+    // Generous for an unoptimised build; an optimised one takes a small fraction of it.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "e/bomb.yaml");
+    assert!(errors[0].message.contains("YAML nodes"), "{}", errors[0]);
+}
+
+#[test]
+fn many_small_bombs_share_one_budget() {
+    // Each document expands to ~10,000 nodes: under a per-document budget, but not fifty.
+    let small = |n: usize| {
+        let mut s = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{n}}}\ndata:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        );
+        for i in 1..4 {
+            let p = i - 1;
+            s.push_str(&format!("  a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        s
+    };
+    let text: Vec<String> = (0..50).map(small).collect();
+    let one = parse_file("e/one.yaml", small(0).as_bytes()).unwrap();
+    assert_eq!(one.len(), 1, "one such document is fine");
+    let errors = parse_file("e/bombs.yaml", text.join("---\n").as_bytes()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let line = errors[0].line.unwrap();
+    assert!(
+        line > 9,
+        "a later document exhausts the file's budget: line {line}"
+    );
+    assert!(
+        errors[0].message.contains("100000 YAML nodes"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn documents_depth_and_objects_are_limited() {
+    let many = "{}\n---\n".repeat(10_001);
+    let errors = parse_file("e/many.yaml", many.as_bytes()).unwrap_err();
+    assert!(
+        errors[0].message.contains("10000 YAML documents"),
+        "{}",
+        errors[0]
+    );
+    let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let errors = parse_file("e/deep.yaml", deep.as_bytes()).unwrap_err();
+    assert!(errors[0].message.contains("nested deeper"), "{}", errors[0]);
+    let cm = |n: usize| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{n}}}\n");
+    let limits = Limits {
+        objects: 3,
+        ..Limits::default()
+    };
+    let errors = render_within(
+        "e",
+        (0..5).map(|n| file(&format!("e/{n}.yaml"), &cm(n))),
+        &limits,
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "e/3.yaml");
+    let big = Limits {
+        file_bytes: 10,
+        ..Limits::default()
+    };
+    let errors = render_within("e", vec![file("e/a.yaml", &cm(1))], &big).unwrap_err();
+    assert!(
+        errors[0].message.contains("limit of 10 bytes per file"),
+        "{}",
+        errors[0]
+    );
 }

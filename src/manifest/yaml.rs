@@ -107,6 +107,24 @@ pub fn describe_error(err: &serde_saphyr::Error, line_offset: u64) -> (u64, Stri
     (line_offset + line.max(1), message)
 }
 
+/// Whether the parser stopped because a budget or alias limit was reached (not a syntax error):
+/// parsing the rest of the file would only spend more.
+pub fn is_budget_error(err: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    let mut err = err;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    matches!(
+        err,
+        E::Budget { .. }
+            | E::AliasReplayLimitExceeded { .. }
+            | E::AliasExpansionLimitExceeded { .. }
+            | E::AliasReplayStackDepthExceeded { .. }
+            | E::AliasReplayCounterOverflow { .. }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,7 +225,7 @@ fn read_changes(
     for c in changes {
         let yaml = manifest::is_manifest_path(&c.path);
         if let Some(old) = c.old.filter(|o| o.kind.is_regular() && yaml) {
-            sides.add_base(&c.path, &repo.blob(old.oid)?);
+            sides.add_base(&c.path, &super::manifest_blob(repo, &c.path, old.oid)?);
         }
         match c.new.map(|n| (n.kind, n.oid)) {
             None => {}
@@ -237,7 +237,11 @@ fn read_changes(
                 &c.path,
                 "submodules are not allowed in an environment folder",
             ),
-            Some((_, oid)) if yaml => sides.add_head(&c.path, &repo.blob(oid)?, &env.sensitive),
+            Some((_, oid)) if yaml => sides.add_head(
+                &c.path,
+                &super::manifest_blob(repo, &c.path, oid)?,
+                &env.sensitive,
+            ),
             Some(_) => {}
         }
     }
@@ -262,7 +266,7 @@ pub(crate) fn object_changes(sides: &Sides, env: &EnvInput) -> Vec<ObjectChange>
                 side(c.before),
                 side(c.after),
                 Some(shown.source.to_string()),
-                is_sensitive(&shown.key, &env.sensitive),
+                is_sensitive(&shown.key, &env.sensitive, &env.namespace),
             ))
         })
         .collect()
@@ -293,7 +297,7 @@ fn steady_files(
         {
             continue;
         }
-        let bytes = repo.blob(f.oid)?;
+        let bytes = super::manifest_blob(repo, &f.path, f.oid)?;
         steady.documents += count_documents(&bytes);
         if memmem(&bytes, GITOPSD_API_GROUP.as_bytes())
             && let Ok(ms) = manifest::parse_file(&f.path, &bytes)

@@ -45,7 +45,7 @@ pub fn prepare(
         for f in repo.list_files(head, &input.path)? {
             let kind = EntryKind::from(f.kind);
             let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
-                repo.blob(f.oid)?
+                super::manifest_blob(repo, &f.path, f.oid)?
             } else {
                 Vec::new()
             };
@@ -77,10 +77,16 @@ pub fn prepare(
 }
 
 /// Runs the live comparison; `git` is the git-only report (its buckets are kept).
-pub async fn run(git: Report, prepared: Prepared, instance: &str) -> Result<Report, PreviewError> {
+/// Only objects the environment owns are compared unless `all`.
+pub async fn run(
+    git: Report,
+    prepared: Prepared,
+    instance: &str,
+    all: bool,
+) -> Result<Report, PreviewError> {
     let mut environments = Vec::with_capacity(prepared.envs.len());
     for (env, git_env) in prepared.envs.into_iter().zip(git.environments) {
-        environments.push(live_env(env, git_env, instance).await?);
+        environments.push(live_env(env, git_env, instance, all).await?);
     }
     Ok(Report {
         live: true,
@@ -124,7 +130,31 @@ fn created_with_its_crd(m: &Manifest, sensitive: bool) -> Outcome {
     Outcome::Key(m.key.clone(), Box::new(outcome))
 }
 
-async fn one(cluster: &Cluster, m: &Manifest, sensitive: bool, brought: &Introduced) -> Outcome {
+/// What a preview says of an object that exists but belongs to someone else: its live content
+/// (and the server's dry-run merge with it) is not the PR author's to read.
+const NOT_OWNED: &str = "# exists in the cluster and is not owned by this environment: not compared (--live-all compares it)\n";
+
+fn not_owned(key: &ObjectKey, m: &Manifest) -> Outcome {
+    Outcome::Change(ObjectChange {
+        action: crate::plan::Action::Update,
+        kind: key.kind.clone(),
+        group: key.group.clone(),
+        api_version: m.api_version.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        source: Some(m.source.to_string()),
+        diff: Some(NOT_OWNED.to_string()),
+        changed_keys: None,
+    })
+}
+
+async fn one(
+    cluster: &Cluster,
+    m: &Manifest,
+    sensitive: bool,
+    brought: &Introduced,
+    all: bool,
+) -> Outcome {
     let target = match cluster.target(m).await {
         Ok(t) => t,
         Err(KubeError::UnknownKind { .. }) if brought.defines_kind_of(&m.key) => {
@@ -152,6 +182,7 @@ async fn one(cluster: &Cluster, m: &Manifest, sensitive: bool, brought: &Introdu
         Err(e) => return wrap(Outcome::Error(error_of(m, e.reason(), sensitive))),
     };
     let live = match cluster.get(m).await {
+        Ok(Some(o)) if !all && !cluster.owns(&o) => return wrap(not_owned(&key, m)),
         Ok(live) => live.map(|o| serde_json::to_value(&o).unwrap_or(Value::Null)),
         Err(e) if e.is_not_found() => None,
         Err(e) => return wrap(Outcome::Error(error_of(m, e.reason(), sensitive))),
@@ -211,7 +242,7 @@ async fn deletions(
             continue;
         }
         let m = manifest::live_stand_in(&owned.key, &owned.api_version);
-        let sensitive = is_sensitive(&owned.key, &env.sensitive);
+        let sensitive = is_sensitive(&owned.key, &env.sensitive, &env.namespace);
         match cluster.get(&m).await {
             Ok(Some(live)) => {
                 let v = serde_json::to_value(&live).unwrap_or(Value::Null);
@@ -236,6 +267,7 @@ async fn live_env(
     env: PreparedEnv,
     git_env: EnvReport,
     instance: &str,
+    all: bool,
 ) -> Result<EnvReport, PreviewError> {
     let mut report = EnvReport {
         name: env.input.name.clone(),
@@ -277,8 +309,8 @@ async fn live_env(
     let cluster = Cluster::connect(&k8s, instance, cfg).await?;
     let brought = Introduced::of(kube.iter().copied());
     let outcomes: Vec<Outcome> = futures::stream::iter(kube.iter().map(|m| {
-        let sensitive = is_sensitive(&m.key, &env.input.sensitive);
-        one(&cluster, m, sensitive, &brought)
+        let sensitive = is_sensitive(&m.key, &env.input.sensitive, &env.input.namespace);
+        one(&cluster, m, sensitive, &brought, all)
     }))
     .buffered(cfg.apply_concurrency.max(1))
     .collect()

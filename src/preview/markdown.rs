@@ -94,15 +94,30 @@ fn list_marker(n: usize) -> String {
     format!("- … {n} more not shown (too large for one comment; see `--format json`)\n")
 }
 
-/// Escapes text for HTML (inside `<summary>`).
-fn html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Line breaks shown as `\n`: names and messages come from pushers and PR authors, and a line
+/// break would let them start Markdown lines of their own (a blank line even ends the
+/// `<details>` HTML block).
+fn one_line(s: &str) -> String {
+    if !s.contains(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']) {
+        return s.to_string();
+    }
+    s.replace("\r\n", "\\n")
+        .replace(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}'], "\\n")
 }
 
-/// Inline code that survives backticks in the text.
+/// Escapes text for HTML (inside `<summary>`), on one line.
+fn html(s: &str) -> String {
+    one_line(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('`', "&#96;")
+}
+
+/// Inline code on one line that survives backticks in the text (the fence is longer than any
+/// backtick run inside, padded when the text starts or ends with one).
 fn code(s: &str) -> String {
+    let s = &one_line(s);
     let longest = longest_run(s, '`');
     let ticks = "`".repeat(longest + 1);
     if longest > 0 {
@@ -209,7 +224,7 @@ fn bucket_block(env: &str, b: &BucketChange) -> Block {
     }
     let mut body = Vec::new();
     for f in &b.fields {
-        body.push(format!("  {}:\n", f.field));
+        body.push(format!("  {}:\n", one_line(&f.field)));
         body.extend(f.before.lines().map(|l| format!("-   {l}\n")));
         body.extend(f.after.lines().map(|l| format!("+   {l}\n")));
     }
@@ -222,10 +237,10 @@ fn bucket_block(env: &str, b: &BucketChange) -> Block {
             o.delete.len(),
             o.kept.len()
         ));
-        body.extend(o.upload.iter().map(|k| format!("+ {k}\n")));
-        body.extend(o.replace.iter().map(|k| format!("~ {k}\n")));
-        body.extend(o.delete.iter().map(|k| format!("- {k}\n")));
-        body.extend(o.kept.iter().map(|k| format!("  {k} (kept)\n")));
+        body.extend(o.upload.iter().map(|k| format!("+ {}\n", one_line(k))));
+        body.extend(o.replace.iter().map(|k| format!("~ {}\n", one_line(k))));
+        body.extend(o.delete.iter().map(|k| format!("- {}\n", one_line(k))));
+        body.extend(o.kept.iter().map(|k| format!("  {} (kept)\n", one_line(k))));
     }
     Block::diff(env, head, body)
 }
@@ -429,6 +444,44 @@ mod tests {
             live: false,
             environments: vec![env],
         }
+    }
+
+    #[test]
+    fn hostile_names_and_messages_stay_on_their_line() {
+        let mut c = change("evil`\n\n# Injected heading\n</details>", 1);
+        c.source = Some("e/x\n\n- injected item.yaml:1".into());
+        let mut r = report(vec![c]);
+        r.environments[0]
+            .errors
+            .push(crate::preview::report::ValidationError {
+                object: Some("ConfigMap ``x``".into()),
+                path: Some("e/a.yaml".into()),
+                line: Some(3),
+                message: "bad `value`\n\n## Approved by admin\r\n* item".into(),
+            });
+        let text = render(&r, 65536).join("\n");
+        for line in text.lines() {
+            for injected in [
+                "# Injected",
+                "- injected",
+                "## Approved",
+                "* item",
+                "</details>\\n",
+            ] {
+                assert!(!line.starts_with(injected), "{line:?} in\n{text}");
+            }
+        }
+        assert!(
+            text.contains("evil&#96;\\n\\n# Injected heading\\n&lt;/details&gt;"),
+            "{text}"
+        );
+        // The error's inline code is fenced longer than its backtick runs and stays one line.
+        let err = text.lines().find(|l| l.contains("Approved")).unwrap();
+        assert!(
+            err.starts_with("- ``` e/a.yaml:3: ConfigMap ``x``: bad `value`\\n\\n## Approved"),
+            "{err}"
+        );
+        assert!(err.ends_with(" ```"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   note under `previews.notes_ref` on the previewed commit.
 
 pub(crate) mod buckets;
+mod child;
 pub mod compute;
 pub mod live;
 pub mod markdown;
@@ -64,6 +65,31 @@ pub enum PreviewError {
     Task(String),
     #[error(transparent)]
     Sign(#[from] crate::status::SignError),
+    /// A preview process (the watcher's child) failed, timed out or wrote too much.
+    #[error("preview process: {0}")]
+    Child(String),
+    /// A file of the change is over the content limit; it is refused before it is read.
+    #[error("{path}: file is {size} bytes, more than the limit of {limit} bytes per file")]
+    TooLarge { path: String, size: u64, limit: u64 },
+}
+
+/// Reads a manifest blob of the change, refusing one over the per-file limit before loading it
+/// (a PR author is less trusted than the operator).
+pub(crate) fn manifest_blob(
+    repo: &LocalRepo,
+    path: &str,
+    oid: Oid,
+) -> Result<Vec<u8>, PreviewError> {
+    let limit = crate::manifest::Limits::default().file_bytes;
+    let size = repo.blob_size(oid)?;
+    if size > limit {
+        return Err(PreviewError::TooLarge {
+            path: path.to_string(),
+            size,
+            limit,
+        });
+    }
+    Ok(repo.blob(oid)?)
 }
 
 /// Output format.
@@ -94,6 +120,13 @@ pub struct PreviewArgs {
     /// Compare with the running cluster through a server-side dry-run (needs --config).
     #[arg(long)]
     pub live: bool,
+    /// With --live, also compare objects this environment does not own (by default only their
+    /// existence is reported: their live content belongs to someone else).
+    #[arg(long, requires = "live")]
+    pub live_all: bool,
+    /// Exit 0 whenever the report was made (the daemon's preview watcher reads the Markdown).
+    #[arg(long, hide = true)]
+    pub exit_zero: bool,
     /// Host config: environments (name, path, sensitive objects), credentials, kubeconfig.
     /// Without it, every folder directly under `environments/` of the head is an environment.
     #[arg(long)]
@@ -108,14 +141,7 @@ pub struct PreviewArgs {
 
 /// A URL (fetched into a mirror) rather than a local path.
 fn is_url(repo: &str) -> bool {
-    if repo.contains("://") {
-        return true;
-    }
-    // scp-like `user@host:path`
-    match repo.split_once(':') {
-        Some((host, _)) => !host.contains('/') && host.contains('@'),
-        None => false,
-    }
+    repo.contains("://") || crate::git::is_scp_like(repo)
 }
 
 /// A temporary directory removed on drop.
@@ -268,7 +294,8 @@ fn write_file(path: &Path, text: &str) -> Result<(), PreviewError> {
 /// The host's renderers (`renderers:` of the host config, else what is on `PATH`).
 async fn renderers(config: Option<&HostConfig>) -> Result<Rendering, PreviewError> {
     let cfg = config.map(|c| c.renderers.clone()).unwrap_or_default();
-    Ok(Rendering::from_config(&cfg)
+    let limits = config.map(|c| c.limits.limits()).unwrap_or_default();
+    Ok(Rendering::from_config(&cfg, limits)
         .await
         .map_err(crate::render::RenderFailure::Host)?)
 }
@@ -320,7 +347,7 @@ pub async fn build_report(args: &PreviewArgs) -> Result<Report, PreviewError> {
         None => Ok(git_report),
         Some(prepared) => {
             let instance = config.map(|c| c.instance()).unwrap_or_default();
-            live::run(git_report, prepared, &instance).await
+            live::run(git_report, prepared, &instance, args.live_all).await
         }
     }
 }
@@ -370,7 +397,11 @@ pub async fn run_cli(args: PreviewArgs) -> Result<u8, PreviewError> {
             }
         }
     }
-    Ok(report.exit_code())
+    Ok(if args.exit_zero {
+        0
+    } else {
+        report.exit_code()
+    })
 }
 
 /// The Markdown written into a preview note: all bodies, separated like the CLI prints them.
@@ -392,11 +423,13 @@ pub fn note_text(report: &Report, limit: usize) -> String {
 /// Daemon option: previews every ref matching `previews.refs` (e.g. `refs/pull/*/head`) against
 /// its merge base with the branch and writes the Markdown as a note on the ref's commit under
 /// `previews.notes_ref`. Uses its own mirror (`state_dir/previews.git`); commits that already
-/// carry a preview note are skipped. Returns when `cancel` fires; does nothing without
-/// `previews` in the host config.
+/// carry a preview note are skipped. Each preview runs in a child process of `exe` (this
+/// executable) without credentials and with limits (see `child`). Returns when `cancel` fires;
+/// does nothing without `previews` in the host config.
 pub async fn run_preview_watcher(
     config: &HostConfig,
     cancel: CancellationToken,
+    exe: PathBuf,
 ) -> Result<(), PreviewError> {
     let Some(previews) = config.previews.clone() else {
         return Ok(());
@@ -409,20 +442,16 @@ pub async fn run_preview_watcher(
         extra_fetch_refs: vec![previews.refs.clone()],
         auth: config.git_auth()?,
     };
+    let mirror_dir = dir.clone();
     let mirror = tokio::task::spawn_blocking(move || Mirror::open(&dir, opts))
         .await
         .map_err(|e| PreviewError::Task(e.to_string()))??;
     let mirror = Arc::new(mirror);
-    let envs: Vec<EnvInput> = config
-        .environments
-        .iter()
-        .map(EnvInput::from_config)
-        .collect();
-    let rendering = Arc::new(renderers(Some(config)).await?);
+    let launcher = child::Launcher::new(exe, config, &mirror_dir).await?;
     let notary = Arc::new(config.notary()?);
     let mut done: std::collections::BTreeSet<Oid> = std::collections::BTreeSet::new();
     loop {
-        match watch_once(&mirror, &envs, &rendering, &notary, &mut done).await {
+        match watch_once(&mirror, &mirror_dir, &launcher, &notary, &mut done).await {
             Ok(n) if n > 0 => tracing::info!(previews = n, "wrote preview notes"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "preview pass failed; retrying on the next poll"),
@@ -434,50 +463,60 @@ pub async fn run_preview_watcher(
     }
 }
 
-/// One pass of the preview watcher: fetch, then preview every new matching ref head. Returns
-/// the number of notes written. A head is skipped only when its note is signed by a trusted key;
-/// a forged note is reported and overwritten.
-pub async fn watch_once(
+/// One pass of the preview watcher: fetch, then preview every new matching ref head in a
+/// child process (no credentials, bounded), and sign its note here. Returns the number of notes
+/// written. A head is skipped only when its note is signed by a trusted key; a forged note is
+/// reported and overwritten.
+async fn watch_once(
     mirror: &Arc<Mirror>,
-    envs: &[EnvInput],
-    rendering: &Arc<Rendering>,
+    mirror_dir: &Path,
+    launcher: &child::Launcher,
     notary: &Arc<Notary>,
     done: &mut std::collections::BTreeSet<Oid>,
 ) -> Result<usize, PreviewError> {
     let m = Arc::clone(mirror);
-    let notary = Arc::clone(notary);
-    let rendering = Arc::clone(rendering);
-    let envs = envs.to_vec();
     let skip = done.clone();
-    let (seen, written) = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
+    let verifier = Arc::clone(notary);
+    let todo = tokio::task::spawn_blocking(move || -> Result<_, PreviewError> {
         let branch = m.fetch()?;
-        let mut seen = Vec::new();
-        let mut written = 0usize;
+        let mut todo: Vec<(String, Oid, Oid)> = Vec::new();
         for (name, head) in m.extra_refs()? {
-            if skip.contains(&head) || seen.contains(&head) {
+            if skip.contains(&head) || todo.iter().any(|t| t.1 == head) {
                 continue;
             }
-            seen.push(head);
             if let Some(note) = m.read_note(head)? {
-                match notary.verify_text(&head.to_string(), &note) {
+                match verifier.verify_text(&head.to_string(), &note) {
                     Ok(()) => continue,
                     Err(why) => {
                         tracing::warn!(r#ref = %name, commit = %head, reason = %why, "ignoring a preview note that is not signed by a trusted key; previewing again")
                     }
                 }
             }
-            let repo = m.read_only()?;
-            let base = repo.merge_base(head, branch)?;
-            let report = preview_git(&repo, base, head, &envs, &rendering)?;
-            let text = notary.seal_text(&head.to_string(), &note_text(&report, 65536))?;
-            m.update_note(head, &|_| text.clone())?;
-            tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");
-            written += 1;
+            let base = m.read_only()?.merge_base(head, branch)?;
+            todo.push((name, head, base));
         }
-        Ok((seen, written))
+        Ok(todo)
     })
     .await
     .map_err(|e| PreviewError::Task(e.to_string()))??;
-    done.extend(seen);
+    let mut written = 0usize;
+    for (name, head, base) in todo {
+        // A head whose preview fails is retried on the next pass, the others go on.
+        let text = match launcher.preview(mirror_dir, base, head).await {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(r#ref = %name, commit = %head, error = %e, "preview failed");
+                continue;
+            }
+        };
+        let text = notary.seal_text(&head.to_string(), &text)?;
+        let m = Arc::clone(mirror);
+        tokio::task::spawn_blocking(move || m.update_note(head, &|_| text.clone()))
+            .await
+            .map_err(|e| PreviewError::Task(e.to_string()))??;
+        tracing::info!(r#ref = %name, commit = %head, base = %base, "preview note written");
+        done.insert(head);
+        written += 1;
+    }
     Ok(written)
 }

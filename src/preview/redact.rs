@@ -9,18 +9,47 @@ use serde_json::Value;
 use crate::config::SensitiveMatcher;
 use crate::manifest::ObjectKey;
 
-/// Whether an object's values must never be shown.
-pub fn is_sensitive(key: &ObjectKey, matchers: &[SensitiveMatcher]) -> bool {
-    key.is_secret()
+/// Whether an object's values must never be shown. A matcher's `namespace` is compared with
+/// the object's effective namespace: `default_namespace` (the environment's) when it names none.
+pub fn is_sensitive(
+    key: &ObjectKey,
+    matchers: &[SensitiveMatcher],
+    default_namespace: &str,
+) -> bool {
+    let namespace = key.namespace.as_deref().unwrap_or(default_namespace);
+    matches_any(&key.group, &key.kind, namespace, &key.name, matchers) || key.is_secret()
+}
+
+fn matches_any(
+    group: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    matchers: &[SensitiveMatcher],
+) -> bool {
+    (group.is_empty() && kind == "Secret")
         || matchers.iter().any(|m| {
-            let kind_ok = m.kind == key.kind
-                || (!key.group.is_empty() && m.kind == format!("{}.{}", key.kind, key.group));
+            let kind_ok =
+                m.kind == kind || (!group.is_empty() && m.kind == format!("{kind}.{group}"));
             kind_ok
-                && m.name.as_ref().is_none_or(|n| n == &key.name)
-                && m.namespace
-                    .as_ref()
-                    .is_none_or(|ns| key.namespace.as_ref() == Some(ns))
+                && m.name.as_ref().is_none_or(|n| n == name)
+                && m.namespace.as_ref().is_none_or(|ns| ns == namespace)
         })
+}
+
+/// [`is_sensitive`] for an object named as [`ObjectKey`] displays it (`Kind[.group] [ns/]name`,
+/// as notes carry it). An empty or unreadable name is not sensitive by itself.
+pub fn is_sensitive_name(
+    object: &str,
+    matchers: &[SensitiveMatcher],
+    default_namespace: &str,
+) -> bool {
+    let Some((kind, rest)) = object.split_once(' ') else {
+        return false;
+    };
+    let (kind, group) = kind.split_once('.').unwrap_or((kind, ""));
+    let (namespace, name) = rest.split_once('/').unwrap_or((default_namespace, rest));
+    matches_any(group, kind, namespace, name, matchers)
 }
 
 /// Which keys of a sensitive object changed; never values.
@@ -166,9 +195,40 @@ mod tests {
             name: Some("creds".into()),
             namespace: None,
         }];
-        assert!(is_sensitive(&key("Secret", None, "x"), &[]));
-        assert!(is_sensitive(&key("ConfigMap", Some("a"), "creds"), &m));
-        assert!(!is_sensitive(&key("ConfigMap", Some("a"), "other"), &m));
+        assert!(is_sensitive(&key("Secret", None, "x"), &[], "default"));
+        assert!(is_sensitive(
+            &key("ConfigMap", Some("a"), "creds"),
+            &m,
+            "default"
+        ));
+        assert!(!is_sensitive(
+            &key("ConfigMap", Some("a"), "other"),
+            &m,
+            "default"
+        ));
+        // A namespace matcher sees the environment's namespace for objects that name none.
+        let in_apps = vec![SensitiveMatcher {
+            kind: "ConfigMap".into(),
+            name: None,
+            namespace: Some("apps".into()),
+        }];
+        assert!(is_sensitive(&key("ConfigMap", None, "c"), &in_apps, "apps"));
+        assert!(!is_sensitive(
+            &key("ConfigMap", None, "c"),
+            &in_apps,
+            "default"
+        ));
+        assert!(!is_sensitive(
+            &key("ConfigMap", Some("web"), "c"),
+            &in_apps,
+            "apps"
+        ));
+        assert!(is_sensitive_name("ConfigMap c", &in_apps, "apps"));
+        assert!(is_sensitive_name("ConfigMap apps/c", &in_apps, "default"));
+        assert!(!is_sensitive_name("ConfigMap web/c", &in_apps, "apps"));
+        assert!(is_sensitive_name("Secret web/s", &[], "apps"));
+        assert!(!is_sensitive_name("Secret.example.com web/s", &[], "apps"));
+        assert!(!is_sensitive_name("", &in_apps, "apps"));
     }
 
     #[test]

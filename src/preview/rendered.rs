@@ -104,7 +104,7 @@ fn plain(repo: &LocalRepo, rev: Oid, dir: &str) -> Result<Side, PreviewError> {
     for f in files {
         let kind = EntryKind::from(f.kind);
         let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
-            repo.blob(f.oid)?
+            super::manifest_blob(repo, &f.path, f.oid)?
         } else {
             Vec::new()
         };

@@ -49,7 +49,7 @@ pub async fn build_workers(
     metrics: Option<Arc<Metrics>>,
 ) -> Result<Vec<EnvWorker>, ReconcileError> {
     let mut workers = Vec::new();
-    let rendering = Rendering::from_config(&config.renderers)
+    let rendering = Rendering::from_config(&config.renderers, config.limits.limits())
         .await
         .map_err(|e| ReconcileError::Setup {
             env: only.unwrap_or("*").to_string(),

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use super::source::git;
 use super::{EnvWorker, ReconcileError, Step, Trust};
+use crate::config::EnvironmentConfig;
 use crate::git::{Mirror, Oid};
 use crate::k8s::apply::ObjectFailure;
 use crate::manifest::RenderError;
+use crate::preview::redact::{is_sensitive_name, scrub};
 use crate::status::{self, ObjectError, Outcome, Record};
 
 pub(super) fn render_errors(errors: &[RenderError]) -> Vec<ObjectError> {
@@ -47,6 +49,29 @@ pub(super) fn summarize(errors: &[ObjectError]) -> String {
     }
 }
 
+/// Removes quoted values from what a record says about sensitive objects (Secrets and the
+/// environment's `sensitive:` matchers on the effective namespace), as previews do: API servers
+/// and webhooks quote offending values in their messages.
+pub(super) fn scrub_record(record: &mut Record, cfg: &EnvironmentConfig) {
+    let mut replaced = Vec::new();
+    for e in &mut record.errors {
+        if is_sensitive_name(&e.object, &cfg.sensitive, &cfg.namespace) {
+            let clean = scrub(&e.reason);
+            if clean != e.reason {
+                replaced.push((std::mem::replace(&mut e.reason, clean.clone()), clean));
+            }
+        }
+    }
+    for (raw, clean) in &replaced {
+        if let Some(p) = &mut record.pinned {
+            *p = p.replace(raw.as_str(), clean);
+        }
+        for m in &mut record.messages {
+            *m = m.replace(raw.as_str(), clean);
+        }
+    }
+}
+
 /// A `rejected` record: nothing of the commit was applied, and it is pinned.
 pub(super) fn rejected(
     from: Option<String>,
@@ -71,6 +96,7 @@ impl EnvWorker {
     ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
         let mut record = record.clone();
+        scrub_record(&mut record, &self.cfg);
         if record.renderer.is_none() {
             record.renderer = self.renderer_of(commit);
         }
@@ -127,8 +153,9 @@ impl EnvWorker {
         &mut self,
         mirror: &Arc<Mirror>,
         head: Oid,
-        record: Record,
+        mut record: Record,
     ) -> Result<Step, ReconcileError> {
+        scrub_record(&mut record, &self.cfg);
         match record.outcome {
             Outcome::Healthy => tracing::info!(
                 env = %self.cfg.name, commit = %head,
@@ -194,4 +221,52 @@ pub async fn retry(
     })
     .await?;
     Ok(found.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SensitiveMatcher;
+
+    #[test]
+    fn notes_lose_quoted_values_of_sensitive_objects() {
+        let text = "name: dev\npath: e\nnamespace: apps\nsensitive: [{kind: ConfigMap, namespace: apps}]\n";
+        let cfg: EnvironmentConfig = serde_saphyr::from_str(text).unwrap();
+        assert_eq!(
+            cfg.sensitive[0],
+            SensitiveMatcher {
+                kind: "ConfigMap".into(),
+                name: None,
+                namespace: Some("apps".into())
+            }
+        );
+        let webhook = "admission webhook denied: value \"hunter2\" is not allowed".to_string();
+        let error = |object: &str| ObjectError {
+            object: object.into(),
+            at: Some("e/a.yaml:1".into()),
+            reason: webhook.clone(),
+        };
+        let mut record = rejected(
+            None,
+            "2026-01-01T00:00:00Z".into(),
+            vec![
+                error("ConfigMap creds"),
+                error("ConfigMap web/public"),
+                error("Secret web/s"),
+            ],
+            vec![],
+        );
+        scrub_record(&mut record, &cfg);
+        assert_eq!(
+            record.errors[0].reason,
+            "admission webhook denied: value \"…\" is not allowed"
+        );
+        assert_eq!(
+            record.errors[1].reason, webhook,
+            "not sensitive: kept as the server said it"
+        );
+        assert!(!record.errors[2].reason.contains("hunter2"));
+        let pinned = record.pinned.unwrap();
+        assert!(!pinned.contains("hunter2"), "{pinned}");
+    }
 }

@@ -393,7 +393,18 @@ fn spawn_previews(
     let config = config.clone();
     let task_cancel = cancel.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = crate::preview::run_preview_watcher(&config, task_cancel).await {
+        if config.previews.is_none() {
+            return;
+        }
+        // Previews run in child processes of this very executable (credential-less, limited).
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find gitopsd's own executable: no previews");
+                return;
+            }
+        };
+        if let Err(e) = crate::preview::run_preview_watcher(&config, task_cancel, exe).await {
             tracing::warn!(error = %e, "preview watcher stopped");
         }
     });

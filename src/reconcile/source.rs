@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid};
-use crate::manifest::{
-    self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError,
-};
+use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid, TreeFile};
+use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Limits, ObjectKey, RenderError};
 pub use crate::render::Rendering;
 use crate::render::{self, Inputs, Tree};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
@@ -82,9 +80,18 @@ pub async fn render_env(
     if !is_kustomize(mirror, rev, dir).await? {
         let state = match earlier {
             Some(e) if e.kustomized.is_none() => {
-                render_changed(mirror, e.commit, e.state, rev, dir).await?.0
+                render_changed(
+                    mirror,
+                    e.commit,
+                    e.state,
+                    rev,
+                    dir,
+                    &rendering.limits.content,
+                )
+                .await?
+                .0
             }
-            _ => render_full(mirror, rev, dir).await?,
+            _ => render_full(mirror, rev, dir, &rendering.limits.content).await?,
         };
         return Ok(EnvRender {
             state: Arc::new(state),
@@ -139,85 +146,131 @@ pub async fn is_kustomize(mirror: &Arc<Mirror>, rev: Oid, dir: &str) -> Result<b
     .await
 }
 
-/// Renders an environment folder at `rev` from scratch.
+/// Renders an environment folder at `rev` from scratch, on the blocking pool. Sizes are checked
+/// from the blob headers before any file is read; files are then read one at a time, and no
+/// more once a limit is reached.
 pub async fn render_full(
     mirror: &Arc<Mirror>,
     rev: Oid,
     dir: &str,
+    limits: &Limits,
 ) -> Result<DesiredState, RenderFailure> {
-    let dir = dir.trim_matches('/').to_string();
-    let dir2 = dir.clone();
-    let entries = git(mirror, move |m| {
-        let files = m.list_files(rev, &dir2)?;
-        // Only YAML blobs are read; other entries are passed on for their kind checks.
-        let wanted: Vec<Oid> = files
+    let (dir, limits) = (dir.trim_matches('/').to_string(), *limits);
+    git(mirror, move |m| {
+        let files = m.list_files(rev, &dir)?;
+        let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
+        let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
+        let sizes = m.blob_sizes(&ids)?;
+        let sized = wanted
             .iter()
-            .filter(|f| {
-                EntryKind::from(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
-            })
-            .map(|f| f.oid)
-            .collect();
-        let mut contents = m.read_blobs(&wanted)?.into_iter();
-        let mut entries = Vec::with_capacity(files.len());
-        for f in files {
-            let kind = EntryKind::from(f.kind);
-            let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&f.path) {
-                contents.next().unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            entries.push(FileEntry {
-                path: f.path,
-                kind,
-                bytes,
-            });
+            .zip(&sizes)
+            .map(|(f, s)| (f.path.as_str(), *s));
+        if let Err(errors) = manifest::limits::check_sizes(sized, &limits, &dir) {
+            return Ok(Err(errors));
         }
-        Ok(entries)
+        let mut failed: Option<GitError> = None;
+        // Only YAML blobs are read; other entries are passed on for their kind checks.
+        let entries = files.into_iter().map_while(|f| {
+            let bytes = match is_manifest(&f) {
+                true => match m.read_blobs(&[f.oid]) {
+                    Ok(mut b) => b.pop().unwrap_or_default(),
+                    Err(e) => {
+                        failed = Some(e);
+                        return None;
+                    }
+                },
+                false => Vec::new(),
+            };
+            Some(FileEntry {
+                path: f.path,
+                kind: EntryKind::from(f.kind),
+                bytes,
+            })
+        });
+        let rendered = manifest::render_within(&dir, entries, &limits);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rendered),
+        }
     })
-    .await?;
-    manifest::render(&dir, entries).map_err(RenderFailure::Invalid)
+    .await?
+    .map_err(RenderFailure::Invalid)
 }
 
-/// Renders `rev` by re-reading only the files changed since `base_rev`. Returns the state and
-/// the keys of the objects of changed files.
+/// A regular YAML file, read as manifests.
+fn is_manifest(f: &TreeFile) -> bool {
+    EntryKind::from(f.kind) == EntryKind::File && manifest::is_manifest_path(&f.path)
+}
+
+/// Checks the byte limits of the whole folder at `rev` from the blob headers.
+fn check_folder_sizes(
+    m: &Mirror,
+    rev: Oid,
+    dir: &str,
+    limits: &Limits,
+) -> Result<Result<(), Vec<RenderError>>, GitError> {
+    let files = m.list_files(rev, dir)?;
+    let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
+    let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
+    let sizes = m.blob_sizes(&ids)?;
+    let sized = wanted
+        .iter()
+        .zip(&sizes)
+        .map(|(f, s)| (f.path.as_str(), *s));
+    Ok(manifest::limits::check_sizes(sized, limits, dir))
+}
+
+/// Renders `rev` by re-reading only the files changed since `base_rev` (one at a time, on the
+/// blocking pool, no more once a limit is reached). Returns the state and the keys of the
+/// objects of changed files.
 pub async fn render_changed(
     mirror: &Arc<Mirror>,
     base_rev: Oid,
     base: &DesiredState,
     rev: Oid,
     dir: &str,
+    limits: &Limits,
 ) -> Result<(DesiredState, Vec<ObjectKey>), RenderFailure> {
-    let dir = dir.trim_matches('/').to_string();
-    let dir2 = dir.clone();
-    let updates = git(mirror, move |m| {
-        let changes = m.changed_files(Some(base_rev), rev, &dir2)?;
-        let mut updates = Vec::with_capacity(changes.len());
-        for c in changes {
-            let entry = match c.change {
-                ChangeKind::Deleted => None,
-                ChangeKind::Added | ChangeKind::Modified => {
-                    let kind = EntryKind::from(c.kind);
-                    let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&c.path) {
-                        m.read_blob(rev, &c.path)?.unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    Some(FileEntry {
-                        path: c.path.clone(),
-                        kind,
-                        bytes,
-                    })
-                }
-            };
-            updates.push(FileUpdate {
-                path: c.path,
-                entry,
-            });
+    let (dir, limits) = (dir.trim_matches('/').to_string(), *limits);
+    // The base is shared, cloned only for the task.
+    let base = base.clone();
+    git(mirror, move |m| {
+        if let Err(errors) = check_folder_sizes(m, rev, &dir, &limits)? {
+            return Ok(Err(errors));
         }
-        Ok(updates)
+        let changes = m.changed_files(Some(base_rev), rev, &dir)?;
+        let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
+        let mut failed: Option<GitError> = None;
+        let entries = changes
+            .into_iter()
+            .filter(|c| c.change != ChangeKind::Deleted)
+            .map_while(|c| {
+                let kind = EntryKind::from(c.kind);
+                let bytes = if kind == EntryKind::File && manifest::is_manifest_path(&c.path) {
+                    match m.read_blob(rev, &c.path) {
+                        Ok(b) => b.unwrap_or_default(),
+                        Err(e) => {
+                            failed = Some(e);
+                            return None;
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                Some(FileEntry {
+                    path: c.path,
+                    kind,
+                    bytes,
+                })
+            });
+        let rendered = manifest::rerender_lazily(&dir, &base, &paths, entries, &limits);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rendered),
+        }
     })
-    .await?;
-    manifest::rerender(&dir, base, updates).map_err(RenderFailure::Invalid)
+    .await?
+    .map_err(RenderFailure::Invalid)
 }
 
 /// Whether anything under `dir` changed between two revisions.
@@ -263,17 +316,16 @@ impl ObjectSource for GitObjectSource {
             .filter(|f| matches!(f.kind, FileKind::Blob | FileKind::Executable))
             .collect();
         let ids: Vec<Oid> = regular.iter().map(|f| f.oid).collect();
-        // Sizes come from the object headers; reading blobs here would defeat the no-op path,
-        // so read them once (they are local and typically small) only for their length.
+        // Sizes come from the object headers: nothing is loaded until an object must be uploaded.
         let sizes = self
-            .blocking(|m| m.read_blobs(&ids))
+            .blocking(|m| m.blob_sizes(&ids))
             .map_err(|e| S3Error::source(dir, e.to_string()))?;
         Ok(regular
             .into_iter()
             .zip(sizes)
-            .map(|(f, bytes)| SourceFile {
+            .map(|(f, size)| SourceFile {
                 path: f.path,
-                size: bytes.len() as u64,
+                size,
                 content_id: f.oid.to_string(),
             })
             .collect())

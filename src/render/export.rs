@@ -16,27 +16,49 @@ use crate::manifest::RenderError;
 /// Blobs read per batch.
 const BATCH: usize = 256;
 
+/// Byte caps of one export.
+pub(crate) struct Caps {
+    /// All files together.
+    pub total: u64,
+    /// Any one file.
+    pub file: u64,
+}
+
 /// Writes every file of `closure` below `root` (files 0600 inside the 0700 scratch
-/// directory; nothing executable). The top kustomization gets `originAnnotations`.
+/// directory; nothing executable). The top kustomization gets `originAnnotations`. Sizes are
+/// checked from the blob headers before anything is read.
 pub(crate) fn write(
     tree: &dyn Tree,
     closure: &Closure,
     root: &Path,
-    max_bytes: u64,
+    caps: Caps,
 ) -> Result<(), RenderFailure> {
     let files: Vec<(&String, Oid)> = closure.files.iter().map(|(p, f)| (p, f.oid)).collect();
+    let ids: Vec<Oid> = files.iter().map(|(_, id)| *id).collect();
+    let sizes = tree.blob_sizes(&ids)?;
     let mut total: u64 = 0;
+    for ((path, _), size) in files.iter().zip(&sizes) {
+        if *size > caps.file {
+            return Err(invalid(
+                path,
+                format!(
+                    "file is {size} bytes, more than the limit of {} bytes per file",
+                    caps.file
+                ),
+            ));
+        }
+        total = total.saturating_add(*size);
+        if total > caps.total {
+            return Err(invalid(
+                &closure.top,
+                format!("the files this build reads exceed {} bytes", caps.total),
+            ));
+        }
+    }
     for batch in files.chunks(BATCH) {
         let ids: Vec<Oid> = batch.iter().map(|(_, id)| *id).collect();
         let blobs = tree.read_blobs(&ids)?;
         for ((path, _), bytes) in batch.iter().zip(blobs) {
-            total += bytes.len() as u64;
-            if total > max_bytes {
-                return Err(invalid(
-                    &closure.top,
-                    format!("the files this build reads exceed {max_bytes} bytes"),
-                ));
-            }
             let bytes = if **path == closure.top {
                 with_origin_annotations(&closure.top, &bytes)?
             } else {

@@ -38,7 +38,7 @@ pub use sandbox::{Isolation, Scratch};
 pub use setup::Rendering;
 pub use tree::{LocalTree, Tree, TreeError};
 
-use crate::manifest::{DesiredState, RenderError};
+use crate::manifest::{self, DesiredState, RenderError};
 use closure::{Closure, ClosureError};
 use sandbox::{Job, RunError};
 
@@ -47,21 +47,19 @@ use sandbox::{Job, RunError};
 pub struct Limits {
     /// Wall-clock time for one `kustomize build` (helm included).
     pub timeout: Duration,
-    /// Bytes of rendered YAML.
-    pub max_output_bytes: usize,
-    /// Rendered objects.
-    pub max_objects: usize,
     /// Bytes of the files exported for one build.
     pub max_export_bytes: u64,
+    /// The host's content limits: each exported file within `file_bytes`, the rendered YAML
+    /// within `environment_bytes` and `objects`.
+    pub content: manifest::Limits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: Duration::from_secs(60),
-            max_output_bytes: 64 << 20,
-            max_objects: 10_000,
             max_export_bytes: 256 << 20,
+            content: manifest::Limits::default(),
         }
     }
 }
@@ -112,7 +110,7 @@ pub async fn render_kustomize(
         }]));
     };
     let scratch = Scratch::new(renderers.scratch_dir.as_deref())?;
-    let (closure, scratch) = prepare(tree, dir.clone(), scratch, limits.max_export_bytes).await?;
+    let (closure, scratch) = prepare(tree, dir.clone(), scratch, limits).await?;
     let missing = |binary| HostError::MissingBinary {
         binary,
         file: closure.top.clone(),
@@ -133,7 +131,7 @@ pub async fn render_kustomize(
         scratch: &scratch,
         isolation: &renderers.isolation,
         timeout: limits.timeout,
-        max_stdout: limits.max_output_bytes,
+        max_stdout: usize::try_from(limits.content.environment_bytes).unwrap_or(usize::MAX),
     };
     RUNS.fetch_add(1, Ordering::Relaxed);
     let (stdout, stderr) = match sandbox::run(job).await {
@@ -149,7 +147,7 @@ pub async fn render_kustomize(
         .lines()
         .map(str::to_string)
         .collect();
-    let state = finish(stdout, &closure, &dir, scratch, limits.max_objects).await?;
+    let state = finish(stdout, &closure, &dir, scratch, limits.content).await?;
     let elapsed = started.elapsed();
     tracing::debug!(dir = %dir, objects = state.len(), elapsed_ms = elapsed.as_millis() as u64, "rendered with kustomize");
     Ok(Rendered {
@@ -167,14 +165,23 @@ async fn prepare(
     tree: Arc<dyn Tree>,
     dir: String,
     scratch: Scratch,
-    max_bytes: u64,
+    limits: &Limits,
 ) -> Result<(Closure, Scratch), RenderFailure> {
+    let (max_bytes, max_file_bytes) = (limits.max_export_bytes, limits.content.file_bytes);
     let task = tokio::task::spawn_blocking(move || {
         let closure = closure::collect(tree.as_ref(), &dir).map_err(|e| match e {
             ClosureError::Invalid(errors) => RenderFailure::Invalid(errors),
             ClosureError::Tree(e) => RenderFailure::Tree(e),
         })?;
-        export::write(tree.as_ref(), &closure, &scratch.repo(), max_bytes)?;
+        export::write(
+            tree.as_ref(),
+            &closure,
+            &scratch.repo(),
+            export::Caps {
+                total: max_bytes,
+                file: max_file_bytes,
+            },
+        )?;
         Ok((closure, scratch))
     });
     task.await.map_err(task_failed)?
@@ -186,7 +193,7 @@ async fn finish(
     closure: &Closure,
     dir: &str,
     scratch: Scratch,
-    max_objects: usize,
+    limits: manifest::Limits,
 ) -> Result<DesiredState, RenderFailure> {
     let (top, dir) = (closure.top.clone(), dir.to_string());
     let task = tokio::task::spawn_blocking(move || {
@@ -194,7 +201,7 @@ async fn finish(
             dir: &dir,
             top: &top,
             root: &scratch.repo(),
-            max_objects,
+            limits,
         };
         let state = output::into_state(&stdout, &build).map_err(RenderFailure::Invalid);
         if let Err(e) = scratch.close() {

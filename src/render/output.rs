@@ -93,7 +93,7 @@ pub(crate) struct Build<'a> {
     pub top: &'a str,
     /// The export root, to look up lines in source files.
     pub root: &'a Path,
-    pub max_objects: usize,
+    pub limits: manifest::Limits,
 }
 
 /// Parses kustomize's stdout into desired state; sources name repository files.
@@ -102,19 +102,9 @@ pub(crate) fn into_state(
     build: &Build<'_>,
 ) -> Result<DesiredState, Vec<RenderError>> {
     let label = format!("{} (kustomize output)", build.top);
-    let manifests = manifest::parse_file(&label, stdout)?;
-    if manifests.len() > build.max_objects {
-        return Err(vec![RenderError {
-            path: build.top.to_string(),
-            line: None,
-            object: None,
-            message: format!(
-                "kustomize produced {} objects, more than the limit of {}",
-                manifests.len(),
-                build.max_objects
-            ),
-        }]);
-    }
+    // The output is the whole environment: its budget, not one file's.
+    let mut allowance = manifest::Allowance::new(build.limits);
+    let manifests = manifest::parse_file_within(&label, stdout, &mut allowance, true)?;
     let mut lines = Lines {
         root: build.root,
         files: HashMap::new(),

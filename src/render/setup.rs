@@ -12,8 +12,12 @@ pub struct Rendering {
 }
 
 impl Rendering {
-    /// Resolves the host config's `renderers:` (unset binaries from `PATH`).
-    pub async fn from_config(cfg: &RenderersConfig) -> Result<Rendering, HostError> {
+    /// Resolves the host config's `renderers:` (unset binaries from `PATH`), with the content
+    /// `limits:` every render keeps.
+    pub async fn from_config(
+        cfg: &RenderersConfig,
+        content: crate::manifest::Limits,
+    ) -> Result<Rendering, HostError> {
         let paths = RendererPaths {
             kustomize: cfg.kustomize.clone(),
             helm: cfg.helm.clone(),
@@ -21,7 +25,10 @@ impl Rendering {
         };
         let search = crate::config::search_path();
         let renderers = Renderers::resolve(&paths, search.as_deref()).await?;
-        let mut limits = Limits::default();
+        let mut limits = Limits {
+            content,
+            ..Limits::default()
+        };
         if let Some(t) = cfg.timeout {
             limits.timeout = t;
         }

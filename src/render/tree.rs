@@ -28,6 +28,8 @@ pub trait Tree: Send + Sync {
     fn list_files(&self, dir: &str) -> Result<Vec<TreeFile>, TreeError>;
     /// Contents of these blobs, in the same order.
     fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, TreeError>;
+    /// Sizes of these blobs from their headers (nothing loaded), in the same order.
+    fn blob_sizes(&self, ids: &[Oid]) -> Result<Vec<u64>, TreeError>;
     /// The tree id of folder `dir` (`""` = root); `None` when it is not a folder here.
     fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError>;
 }
@@ -40,6 +42,10 @@ impl Tree for (Arc<Mirror>, Oid) {
 
     fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, TreeError> {
         Ok(self.0.read_blobs(ids)?)
+    }
+
+    fn blob_sizes(&self, ids: &[Oid]) -> Result<Vec<u64>, TreeError> {
+        Ok(self.0.blob_sizes(ids)?)
     }
 
     fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError> {
@@ -71,6 +77,10 @@ impl Tree for LocalTree {
 
     fn read_blobs(&self, ids: &[Oid]) -> Result<Vec<Vec<u8>>, TreeError> {
         self.with(|r| r.read_blobs(ids))
+    }
+
+    fn blob_sizes(&self, ids: &[Oid]) -> Result<Vec<u64>, TreeError> {
+        self.with(|r| ids.iter().map(|id| r.blob_size(*id)).collect())
     }
 
     fn tree_id(&self, dir: &str) -> Result<Option<Oid>, TreeError> {

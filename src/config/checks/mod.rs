@@ -35,6 +35,7 @@ impl HostConfig {
             );
         }
         c.at("repository", |c| repository::check(&self.repository, c));
+        self.limits.check(c);
         self.check_local(c);
         c.at("environments", |c| {
             environment::check_all(&self.environments, c)

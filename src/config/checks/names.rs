@@ -23,6 +23,8 @@ pub fn url_scheme(url: &str) -> UrlScheme<'_> {
         Some(("ssh", _)) => UrlScheme::Ssh,
         Some(("file", _)) => UrlScheme::Local,
         Some((other, _)) => UrlScheme::Other(other),
+        // `git@host:org/repo.git` is SSH, as git reads it, not a relative path.
+        None if crate::git::is_scp_like(url) => UrlScheme::Ssh,
         None => UrlScheme::Local,
     }
 }
@@ -56,5 +58,18 @@ pub(super) fn is_http_url(s: &str) -> bool {
 pub(super) fn check_readable(c: &mut Checker, key: &str, path: &Path) {
     if let Err(e) = std::fs::File::open(path) {
         c.problem_at(key, format!("cannot read {}: {e}", path.display()));
+    }
+}
+
+#[cfg(test)]
+mod scheme_tests {
+    use super::*;
+
+    #[test]
+    fn scp_like_urls_are_ssh() {
+        assert_eq!(url_scheme("git@git.example:org/repo.git"), UrlScheme::Ssh);
+        assert_eq!(url_scheme("/srv/git/a:b.git"), UrlScheme::Local);
+        assert_eq!(url_scheme("ssh://git@h/r.git"), UrlScheme::Ssh);
+        assert_eq!(url_scheme("relative/repo.git"), UrlScheme::Local);
     }
 }

@@ -52,6 +52,14 @@ impl MemTree {
 }
 
 impl Tree for MemTree {
+    fn blob_sizes(&self, ids: &[Oid]) -> Result<Vec<u64>, TreeError> {
+        Ok(self
+            .read_blobs(ids)?
+            .iter()
+            .map(|b| b.len() as u64)
+            .collect())
+    }
+
     fn list_files(&self, dir: &str) -> Result<Vec<TreeFile>, TreeError> {
         Ok(self
             .files

@@ -83,7 +83,7 @@ metadata:
         dir: "overlays/dev",
         top: "overlays/dev/kustomization.yaml",
         root: root.path(),
-        max_objects: 10,
+        limits: crate::manifest::Limits::default(),
     };
     let state = into_state(out.as_bytes(), &build).unwrap();
     let sources: Vec<(String, String, u64, usize)> = state
@@ -117,12 +117,17 @@ metadata:
     );
     assert_eq!(state.files.len(), 2);
     let build = Build {
-        max_objects: 1,
+        limits: crate::manifest::Limits {
+            objects: 1,
+            ..crate::manifest::Limits::default()
+        },
         ..build
     };
     let errors = into_state(out.as_bytes(), &build).unwrap_err();
     assert!(
-        errors[0].message.contains("more than the limit of 1"),
+        errors[0]
+            .message
+            .contains("more than the limit of 1 objects"),
         "{errors:?}"
     );
 }
