@@ -164,6 +164,25 @@ pub struct EnvironmentConfig {
     /// How often buckets (which have no watch) are re-read for drift.
     #[serde(default = "default_drift_interval", with = "humantime_serde")]
     pub drift_interval: Duration,
+    /// How SOPS-encrypted objects are decrypted; without it they are rejected.
+    #[serde(default)]
+    pub decryption: Option<DecryptionConfig>,
+}
+
+/// `decryption:` of an environment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionConfig {
+    /// age identity file (`age-keygen` output), one or more `AGE-SECRET-KEY-1…` lines.
+    pub age_key_file: PathBuf,
+}
+
+impl DecryptionConfig {
+    /// The age key file's text, wiped from memory when dropped.
+    pub fn age_keys(&self) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+        let text = read_secret("decryption.age_key_file", Some(&self.age_key_file))?;
+        Ok(zeroize::Zeroizing::new(text.unwrap_or_default()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -7,6 +7,7 @@ use crate::manifest::{
     self, DesiredState, EntryKind, FileEntry, FileUpdate, ObjectKey, RenderError,
 };
 pub use crate::render::Rendering;
+use crate::render::sops::{self, Keys};
 use crate::render::{self, Inputs, Tree};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
 
@@ -86,6 +87,7 @@ pub async fn render_env(
             }
             _ => render_full(mirror, rev, dir).await?,
         };
+        let state = decrypted(state, rendering.decryption.as_ref(), dir).await?;
         return Ok(EnvRender {
             state: Arc::new(state),
             kustomized: None,
@@ -111,13 +113,42 @@ pub async fn render_env(
     }
     let r = render::render_kustomize(tree, dir, &rendering.renderers, &rendering.limits).await?;
     tracing::info!(dir = %dir, commit = %rev, objects = r.state.len(), elapsed_ms = r.elapsed.as_millis() as u64, renderer = %r.renderer, "rendered with kustomize");
+    let state = decrypted(r.state, rendering.decryption.as_ref(), dir).await?;
     Ok(EnvRender {
-        state: Arc::new(r.state),
+        state: Arc::new(state),
         kustomized: Some(Kustomized {
             inputs: r.inputs,
             renderer: r.renderer,
         }),
     })
+}
+
+/// `state` with its SOPS objects decrypted (on the blocking pool: age and AES-GCM are CPU work).
+async fn decrypted(
+    mut state: DesiredState,
+    keys: Option<&Keys>,
+    dir: &str,
+) -> Result<DesiredState, RenderFailure> {
+    let count = state
+        .objects
+        .values()
+        .filter(|m| sops::is_encrypted(&m.body))
+        .count();
+    if count == 0 {
+        return Ok(state);
+    }
+    let (keys, started) = (keys.cloned(), std::time::Instant::now());
+    let task = tokio::task::spawn_blocking(move || {
+        sops::decrypt_state(&mut state, keys.as_ref()).map(|()| state)
+    });
+    let state = task
+        .await
+        .map_err(|e| GitError::InvalidConfig {
+            message: format!("decryption task failed: {e}"),
+        })?
+        .map_err(RenderFailure::Invalid)?;
+    tracing::debug!(dir = %dir, objects = count, elapsed_ms = started.elapsed().as_millis() as u64, "decrypted SOPS objects");
+    Ok(state)
 }
 
 /// Whether `dir` holds a kustomization at `rev` (three small lookups, no listing).
