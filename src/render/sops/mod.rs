@@ -105,10 +105,12 @@ pub fn decrypt_bodies(bodies: &mut [serde_json::Value], keys: &Keys) -> Result<(
 /// re-rendered from a decrypted one only decrypts its changed files). The documents of one file
 /// that share a MAC are decrypted together, in document order. Objects are re-keyed by their
 /// decrypted identity, since sops encrypts `kind` and `metadata.name` too unless told not to.
-/// Errors name the file and the object.
+/// Errors name the file and the object. `written` holds the source documents of rendered
+/// (kustomize) objects, whose keys are put back in the file's order first.
 pub fn decrypt_state(
     state: &mut DesiredState,
     keys: Option<&Keys>,
+    written: &Written,
 ) -> Result<(), Vec<RenderError>> {
     let mut groups: BTreeMap<(String, String), Vec<Arc<Manifest>>> = BTreeMap::new();
     for m in state.objects.values().filter(|m| is_encrypted(&m.body)) {
@@ -124,7 +126,7 @@ pub fn decrypt_state(
         for m in &group {
             state.objects.remove(&m.key);
         }
-        match decrypt_group(&group, keys) {
+        match decrypt_group(&group, keys, written) {
             Ok(decrypted) => {
                 for (old, new) in group.iter().zip(decrypted) {
                     rekey(state, old, new, &mut errors);
@@ -144,6 +146,7 @@ pub fn decrypt_state(
 fn decrypt_group(
     group: &[Arc<Manifest>],
     keys: Option<&Keys>,
+    written: &Written,
 ) -> Result<Vec<Manifest>, RenderError> {
     let Some(first) = group.first() else {
         return Ok(Vec::new());
@@ -157,13 +160,30 @@ fn decrypt_group(
         message: e.to_string(),
     };
     let keys = keys.ok_or_else(|| fail(SopsError::NoDecryption))?;
-    let mut bodies: Vec<_> = group.iter().map(|m| m.body.clone()).collect();
+    let mut bodies: Vec<_> = group.iter().map(|m| as_written(m, written)).collect();
     decrypt_bodies(&mut bodies, keys).map_err(fail)?;
     group
         .iter()
         .zip(bodies)
         .map(|(m, body)| manifest::reparse(body, m.source.clone()))
         .collect()
+}
+
+/// Source documents by (repository path, document index), as [`manifest::parse_file`] reads
+/// them.
+pub type Written = BTreeMap<(String, usize), serde_json::Value>;
+
+/// `m`'s body with its keys in the order of its source document, when that is the same
+/// encrypted document (the same MAC).
+fn as_written(m: &Manifest, written: &Written) -> serde_json::Value {
+    let mut body = m.body.clone();
+    let source = written
+        .get(&(m.source.path.clone(), m.source.document))
+        .filter(|doc| tree::mac_of(doc).is_some() && tree::mac_of(doc) == tree::mac_of(&body));
+    if let Some(doc) = source {
+        tree::reorder_like(&mut body, doc);
+    }
+    body
 }
 
 /// Puts a decrypted object back under its (possibly new) identity.

@@ -189,7 +189,7 @@ fn state_of(files: &[(&str, &str)]) -> DesiredState {
 fn a_state_is_decrypted_and_rekeyed_by_file() {
     let plain = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n";
     let mut state = state_of(&[("a.yaml", ALL), ("m.yaml", MULTI), ("p.yaml", plain)]);
-    decrypt_state(&mut state, Some(&keys())).unwrap();
+    decrypt_state(&mut state, Some(&keys()), &Written::new()).unwrap();
     let names: Vec<String> = state.objects.keys().map(|k| k.to_string()).collect();
     assert_eq!(
         names,
@@ -215,7 +215,7 @@ fn a_state_is_decrypted_and_rekeyed_by_file() {
 #[test]
 fn a_state_without_keys_is_refused_naming_the_file_not_the_ciphertext() {
     let mut state = state_of(&[("a.yaml", ALL)]);
-    let errors = decrypt_state(&mut state, None).unwrap_err();
+    let errors = decrypt_state(&mut state, None, &Written::new()).unwrap_err();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].path, "env/a.yaml");
     assert_eq!(errors[0].object, None, "its identity is ciphertext");
@@ -229,7 +229,7 @@ fn a_state_without_keys_is_refused_naming_the_file_not_the_ciphertext() {
         "password: ENC[AES256_GCM,data:D",
     );
     let mut state = state_of(&[("r.yaml", &tampered)]);
-    let errors = decrypt_state(&mut state, Some(&keys())).unwrap_err();
+    let errors = decrypt_state(&mut state, Some(&keys()), &Written::new()).unwrap_err();
     assert_eq!(errors[0].object.as_deref(), Some("Secret db"));
 }
 
@@ -252,4 +252,42 @@ fn cost_of_decrypting_a_ten_key_secret_and_a_hundred() {
         "one 10-key Secret: {one:?}; 100 such Secrets (100 files): {:?}",
         hundred.elapsed()
     );
+}
+
+#[test]
+fn keys_sorted_by_kustomize_are_put_back_in_the_file_order() {
+    let written = bodies(MAC_ONLY).remove(0);
+    // What `kustomize build` prints: keys sorted within metadata and at the top level.
+    let mut sorted = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"labels": {"app": "db"}, "name": "db"},
+        "sops": written["sops"].clone(),
+        "stringData": written["stringData"].clone(),
+    });
+    assert!(
+        decrypt_bodies(&mut [sorted.clone()], &keys()).is_ok(),
+        "mac_only: order is free"
+    );
+    let all = bodies(ALL).remove(0);
+    let mut shuffled = serde_json::Map::new();
+    for k in [
+        "type",
+        "spec",
+        "sops",
+        "stringData",
+        "metadata",
+        "kind",
+        "apiVersion",
+    ] {
+        shuffled.insert(k.to_string(), all[k].clone());
+    }
+    let mut shuffled = Value::Object(shuffled);
+    assert!(matches!(
+        decrypt_bodies(&mut [shuffled.clone()], &keys()),
+        Err(SopsError::MacMismatch)
+    ));
+    super::tree::reorder_like(&mut shuffled, &all);
+    assert!(decrypt_bodies(&mut [shuffled], &keys()).is_ok());
+    super::tree::reorder_like(&mut sorted, &written);
+    assert_eq!(sorted, written);
 }

@@ -401,6 +401,30 @@ pub fn decrypt(
     Ok(())
 }
 
+/// Puts the keys of `body`'s mappings in the order of `like`'s, the document as written: the
+/// MAC follows the file's order, and `kustomize build` prints keys sorted. Keys `like` lacks
+/// (added by a transformation) go last.
+pub fn reorder_like(body: &mut Value, like: &Value) {
+    match (body, like) {
+        (Value::Object(map), Value::Object(template)) => {
+            let mut rest = std::mem::take(map);
+            for (k, t) in template {
+                if let Some(mut v) = rest.shift_remove(k) {
+                    reorder_like(&mut v, t);
+                    map.insert(k.clone(), v);
+                }
+            }
+            map.extend(rest);
+        }
+        (Value::Array(items), Value::Array(template)) => {
+            for (v, t) in items.iter_mut().zip(template) {
+                reorder_like(v, t);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The stored MAC of a SOPS document: documents of one file share it.
 pub fn mac_of(body: &Value) -> Option<&str> {
     body.get(METADATA_KEY)?.get("mac")?.as_str()
