@@ -17,8 +17,8 @@ use crate::git::GitAuth;
 use crate::schema::{Checker, Lines};
 
 mod checks;
-mod trust;
 mod limits;
+mod trust;
 
 pub use crate::schema::Problem;
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
@@ -217,6 +217,9 @@ pub struct EnvironmentConfig {
     /// cluster's own RBAC confines the environment too.
     #[serde(default)]
     pub service_account: Option<String>,
+    /// How SOPS-encrypted objects are decrypted; without it they are rejected.
+    #[serde(default)]
+    pub decryption: Option<DecryptionConfig>,
 }
 
 /// A refused kind: `Kind.group` glob, or that glob and a subject-name glob for RBAC bindings
@@ -240,6 +243,22 @@ fn default_denied_kinds() -> Vec<DeniedKind> {
             subjects: "system:*".to_string(),
         })
         .collect()
+}
+
+/// `decryption:` of an environment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionConfig {
+    /// age identity file (`age-keygen` output), one or more `AGE-SECRET-KEY-1…` lines.
+    pub age_key_file: PathBuf,
+}
+
+impl DecryptionConfig {
+    /// The age key file's text, wiped from memory when dropped.
+    pub fn age_keys(&self) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+        let text = read_secret("decryption.age_key_file", Some(&self.age_key_file))?;
+        Ok(zeroize::Zeroizing::new(text.unwrap_or_default()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

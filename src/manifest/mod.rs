@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::git::FileKind;
 pub use limits::{Allowance, Limits};
-pub use parse::{parse_file, parse_file_within};
+pub use parse::{parse_file, parse_file_within, reparse};
 pub use yaml::split_documents;
 
 /// Namespace of namespaced objects that name none, when the host config names none.

@@ -144,6 +144,13 @@ fn parse_documents(
     }
 }
 
+/// A manifest from a document that was changed after parsing (a decrypted SOPS object): its
+/// identity is read again.
+pub fn reparse(value: Value, source: Source) -> Result<Manifest, RenderError> {
+    manifest_from_value(value, source.clone())?
+        .ok_or_else(|| RenderError::at(&source, None, "document is empty"))
+}
+
 fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>, RenderError> {
     let map = match &value {
         Value::Null => return Ok(None),

@@ -19,6 +19,7 @@ use crate::config::{EnvironmentConfig, SensitiveMatcher};
 use crate::git::{FileChange, FileKind, LocalRepo, Oid};
 use crate::manifest::{self, GITOPSD_API_GROUP, Manifest, ObjectKey, RenderError};
 use crate::plan::{self, Action, unified_diff, without_server_fields};
+use crate::render::sops;
 
 /// An environment to preview.
 #[derive(Clone, Debug)]
@@ -124,10 +125,22 @@ fn describe(
     source: Option<String>,
     sensitive: bool,
 ) -> ObjectChange {
-    let old = before.map(|(_, b)| without_server_fields(b));
-    let new = after.map(|(_, a)| without_server_fields(a));
+    // A preview has no keys: a SOPS object is shown as keys only, its ciphertexts compared.
+    let encrypted = [before, after]
+        .iter()
+        .flatten()
+        .any(|(_, body)| sops::is_encrypted(body));
+    let shown = |body: &Value| {
+        let mut body = without_server_fields(body);
+        if let Some(map) = body.as_object_mut() {
+            map.remove(sops::METADATA_KEY);
+        }
+        body
+    };
+    let old = before.map(|(_, b)| shown(b));
+    let new = after.map(|(_, a)| shown(a));
     let api_version = after.or(before).map(|(v, _)| v.to_string());
-    let (diff, keys) = if sensitive {
+    let (diff, keys) = if sensitive || encrypted {
         (None, Some(changed_keys(old.as_ref(), new.as_ref())))
     } else {
         let diff = unified_diff(old.as_ref(), new.as_ref(), &label(key));
@@ -143,6 +156,7 @@ fn describe(
         source,
         diff,
         changed_keys: keys,
+        encrypted,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::config::EnvironmentConfig;
 use crate::git::{LocalRepo, Oid};
 use crate::k8s::{Cluster, KubeError};
 use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Introduced, Manifest, ObjectKey};
+use crate::render::sops;
 
 /// The head rendered for each environment (git work done before any network call).
 pub struct Prepared {
@@ -145,6 +146,7 @@ fn not_owned(key: &ObjectKey, m: &Manifest) -> Outcome {
         source: Some(m.source.to_string()),
         diff: Some(NOT_OWNED.to_string()),
         changed_keys: None,
+        encrypted: sops::is_encrypted(&m.body),
     })
 }
 
@@ -167,8 +169,14 @@ async fn one(
         ..m.key.clone()
     };
     let wrap = |o: Outcome| Outcome::Key(key.clone(), Box::new(o));
-    let desired = match cluster.dry_run(m).await {
-        Ok(obj) => serde_json::to_value(&obj).unwrap_or(Value::Null),
+    // A preview has no keys: a SOPS object's ciphertexts are not sent, only its keys compared.
+    let dry_run = match sops::is_encrypted(&m.body) {
+        true => Ok(None),
+        false => cluster.dry_run(m).await.map(Some),
+    };
+    let desired = match dry_run {
+        Ok(None) => cluster.desired_object(m, &target),
+        Ok(Some(obj)) => serde_json::to_value(&obj).unwrap_or(Value::Null),
         Err(e)
             if e.is_not_found()
                 && target

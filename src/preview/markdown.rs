@@ -189,7 +189,11 @@ fn lines_of(text: &str) -> Vec<String> {
 fn object_block(env: &str, c: &ObjectChange) -> Block {
     let mut head = summary_line(c.action.as_str(), &object_title(c), c.source.as_deref());
     if let Some(keys) = &c.changed_keys {
-        head.push_str("Sensitive object: only the keys that change are shown, never values.\n\n");
+        head.push_str(if c.encrypted {
+            "SOPS-encrypted: decrypted only when applied; only the keys that change are shown.\n\n"
+        } else {
+            "Sensitive object: only the keys that change are shown, never values.\n\n"
+        });
         let mut body = Vec::new();
         for (what, list) in [
             ("added", &keys.added),
@@ -425,6 +429,7 @@ mod tests {
             source: Some(format!("e/{name}.yaml:1")),
             diff: Some(diff),
             changed_keys: None,
+            encrypted: false,
         }
     }
 

@@ -111,6 +111,9 @@ pub struct ObjectChange {
     /// For sensitive objects (Secrets and what the host config marks): keys only, never values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_keys: Option<ChangedKeys>,
+    /// SOPS-encrypted in the repository: decrypted only when applied, so keys only here.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 impl ObjectChange {

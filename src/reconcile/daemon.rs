@@ -86,7 +86,7 @@ pub async fn build_workers(
             metrics.clone(),
             Arc::clone(&trust),
         );
-        worker.render_with(Arc::clone(&rendering));
+        worker.render_with(env_rendering(&rendering, env)?);
         workers.push(worker);
     }
     if let Some(name) = only
@@ -98,6 +98,30 @@ pub async fn build_workers(
         });
     }
     Ok(workers)
+}
+
+/// The host's rendering plus the environment's SOPS keys (read from their file at start).
+fn env_rendering(
+    host: &Arc<Rendering>,
+    env: &crate::config::EnvironmentConfig,
+) -> Result<Arc<Rendering>, ReconcileError> {
+    let Some(d) = &env.decryption else {
+        return Ok(Arc::clone(host));
+    };
+    let setup = |message: String| ReconcileError::Setup {
+        env: env.name.clone(),
+        message,
+    };
+    let text = d.age_keys().map_err(|e| setup(e.to_string()))?;
+    let keys = crate::render::sops::Keys::parse(&text).map_err(|e| {
+        setup(format!(
+            "decryption.age_key_file {}: {e}",
+            d.age_key_file.display()
+        ))
+    })?;
+    let mut rendering = Rendering::clone(host);
+    rendering.decryption = Some(keys);
+    Ok(Arc::new(rendering))
 }
 
 pub(super) async fn fetch(

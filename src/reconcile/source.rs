@@ -1,10 +1,12 @@
 //! Reading desired state out of the mirror: blocking git calls moved off the async runtime.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::git::{ChangeKind, FileKind, GitError, Mirror, Oid, TreeFile};
 use crate::manifest::{self, DesiredState, EntryKind, FileEntry, Limits, ObjectKey, RenderError};
 pub use crate::render::Rendering;
+use crate::render::sops::{self, Keys, Written};
 use crate::render::{self, Inputs, Tree};
 use crate::s3::{ObjectSource, S3Error, SourceFile};
 
@@ -93,6 +95,7 @@ pub async fn render_env(
             }
             _ => render_full(mirror, rev, dir, &rendering.limits.content).await?,
         };
+        let state = decrypted(state, rendering.decryption.as_ref(), &Written::new(), dir).await?;
         return Ok(EnvRender {
             state: Arc::new(state),
             kustomized: None,
@@ -118,13 +121,75 @@ pub async fn render_env(
     }
     let r = render::render_kustomize(tree, dir, &rendering.renderers, &rendering.limits).await?;
     tracing::info!(dir = %dir, commit = %rev, objects = r.state.len(), elapsed_ms = r.elapsed.as_millis() as u64, renderer = %r.renderer, "rendered with kustomize");
+    let written = written_sources(mirror, rev, &r.state).await?;
+    let state = decrypted(r.state, rendering.decryption.as_ref(), &written, dir).await?;
     Ok(EnvRender {
-        state: Arc::new(r.state),
+        state: Arc::new(state),
         kustomized: Some(Kustomized {
             inputs: r.inputs,
             renderer: r.renderer,
         }),
     })
+}
+
+/// `state` with its SOPS objects decrypted (on the blocking pool: age and AES-GCM are CPU work).
+async fn decrypted(
+    mut state: DesiredState,
+    keys: Option<&Keys>,
+    written: &Written,
+    dir: &str,
+) -> Result<DesiredState, RenderFailure> {
+    let count = state
+        .objects
+        .values()
+        .filter(|m| sops::is_encrypted(&m.body))
+        .count();
+    if count == 0 {
+        return Ok(state);
+    }
+    let (keys, written, started) = (keys.cloned(), written.clone(), std::time::Instant::now());
+    let task = tokio::task::spawn_blocking(move || {
+        sops::decrypt_state(&mut state, keys.as_ref(), &written).map(|()| state)
+    });
+    let state = task
+        .await
+        .map_err(|e| GitError::InvalidConfig {
+            message: format!("decryption task failed: {e}"),
+        })?
+        .map_err(RenderFailure::Invalid)?;
+    tracing::debug!(dir = %dir, objects = count, elapsed_ms = started.elapsed().as_millis() as u64, "decrypted SOPS objects");
+    Ok(state)
+}
+
+/// The source documents of a kustomize render's SOPS objects, read from git at `rev` (the
+/// build printed their keys sorted; their MAC follows the file's order).
+async fn written_sources(
+    mirror: &Arc<Mirror>,
+    rev: Oid,
+    state: &DesiredState,
+) -> Result<Written, GitError> {
+    let paths: BTreeSet<String> = state
+        .objects
+        .values()
+        .filter(|m| sops::is_encrypted(&m.body))
+        .map(|m| m.source.path.clone())
+        .collect();
+    if paths.is_empty() {
+        return Ok(Written::new());
+    }
+    git(mirror, move |m| {
+        let mut written = Written::new();
+        for path in paths {
+            let Some(bytes) = m.read_blob(rev, &path)? else {
+                continue;
+            };
+            for doc in manifest::parse_file(&path, &bytes).unwrap_or_default() {
+                written.insert((path.clone(), doc.source.document), doc.body);
+            }
+        }
+        Ok(written)
+    })
+    .await
 }
 
 /// Whether `dir` holds a kustomization at `rev` (three small lookups, no listing).

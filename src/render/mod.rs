@@ -22,6 +22,7 @@ mod output;
 mod paths;
 pub mod sandbox;
 mod setup;
+pub mod sops;
 mod tree;
 
 use std::ffi::OsString;

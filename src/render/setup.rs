@@ -1,6 +1,8 @@
 //! How a host renders: its renderer binaries and their limits, from the host config's
-//! `renderers:` (unset binaries looked up on `PATH`, read through `config`).
+//! `renderers:` (unset binaries looked up on `PATH`, read through `config`), and per
+//! environment the age keys that decrypt SOPS objects.
 
+use super::sops::Keys;
 use super::{HostError, Limits, RendererPaths, Renderers};
 use crate::config::RenderersConfig;
 
@@ -9,6 +11,8 @@ use crate::config::RenderersConfig;
 pub struct Rendering {
     pub renderers: Renderers,
     pub limits: Limits,
+    /// The environment's SOPS keys (none: SOPS objects are rejected; previews never have any).
+    pub decryption: Option<Keys>,
 }
 
 impl Rendering {
@@ -32,6 +36,10 @@ impl Rendering {
         if let Some(t) = cfg.timeout {
             limits.timeout = t;
         }
-        Ok(Rendering { renderers, limits })
+        Ok(Rendering {
+            renderers,
+            limits,
+            decryption: None,
+        })
     }
 }

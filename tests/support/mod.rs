@@ -111,6 +111,20 @@ impl Testbed {
         &self.vars
     }
 
+    /// The sops CLI (GITOPSD_TEST_SOPS). A testbed started before env.sh exported it is
+    /// accepted with the variable exported by hand instead.
+    pub fn sops(&self) -> PathBuf {
+        match self.vars.get("GITOPSD_TEST_SOPS") {
+            Some(path) => PathBuf::from(path),
+            None => PathBuf::from(std::env::var("GITOPSD_TEST_SOPS").unwrap_or_else(|_| {
+                panic!(
+                    "{} does not export GITOPSD_TEST_SOPS (restart the testbed, or export it)",
+                    self.env_file.display()
+                )
+            })),
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         PathBuf::from(self.env("GITOPSD_TESTBED_ROOT"))
     }

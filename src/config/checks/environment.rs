@@ -1,6 +1,6 @@
 //! `environments:` checks: each environment's name, folder and namespace, its targets (Kubernetes,
-//! S3) and their credential files, health checks and concurrency. May call the file system (the
-//! credential and kubeconfig files must be readable).
+//! S3) and their credential files, the SOPS key file, health checks and concurrency. May call
+//! the file system (the credential, key and kubeconfig files must be readable).
 
 use std::collections::BTreeSet;
 
@@ -58,6 +58,9 @@ fn check<'a>(env: &'a EnvironmentConfig, names: &mut BTreeSet<&'a str>, c: &mut 
     }
     if let Some(s3) = &env.s3 {
         check_s3(s3, c);
+    }
+    if let Some(d) = &env.decryption {
+        check_readable(c, "decryption.age_key_file", &d.age_key_file);
     }
     c.at("health", |c| check_health(&env.health, c));
     if env.apply_concurrency == 0 {
