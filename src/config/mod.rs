@@ -16,11 +16,13 @@ use serde::Deserialize;
 use crate::git::GitAuth;
 use crate::schema::{Checker, Lines};
 
+mod bounds;
 mod checks;
 mod limits;
 mod trust;
 
 pub use crate::schema::Problem;
+pub use bounds::{DecryptionConfig, DeniedKind};
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
 pub use limits::LimitsConfig;
 
@@ -204,11 +206,11 @@ pub struct EnvironmentConfig {
     #[serde(default)]
     pub allowed_namespaces: Option<Vec<String>>,
     /// Cluster-scoped kinds it may write, as `Kind.group` globs (`Kind` for the core group).
-    #[serde(default = "default_cluster_scoped")]
+    #[serde(default = "bounds::default_cluster_scoped")]
     pub cluster_scoped: Vec<String>,
     /// Kinds refused wherever they are; the default refuses RBAC bindings to `system:*`
     /// users and groups. Setting the list replaces the default.
-    #[serde(default = "default_denied_kinds")]
+    #[serde(default = "bounds::default_denied_kinds")]
     pub denied_kinds: Vec<DeniedKind>,
     /// Bucket name globs (`spec.name`). Unset: no buckets.
     #[serde(default)]
@@ -220,45 +222,6 @@ pub struct EnvironmentConfig {
     /// How SOPS-encrypted objects are decrypted; without it they are rejected.
     #[serde(default)]
     pub decryption: Option<DecryptionConfig>,
-}
-
-/// A refused kind: `Kind.group` glob, or that glob and a subject-name glob for RBAC bindings
-/// (refused when any `User` or `Group` subject matches).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum DeniedKind {
-    Kind(String),
-    Binding { kind: String, subjects: String },
-}
-
-fn default_cluster_scoped() -> Vec<String> {
-    vec!["Namespace".to_string()]
-}
-
-fn default_denied_kinds() -> Vec<DeniedKind> {
-    ["RoleBinding", "ClusterRoleBinding"]
-        .into_iter()
-        .map(|kind| DeniedKind::Binding {
-            kind: format!("{kind}.rbac.authorization.k8s.io"),
-            subjects: "system:*".to_string(),
-        })
-        .collect()
-}
-
-/// `decryption:` of an environment.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecryptionConfig {
-    /// age identity file (`age-keygen` output), one or more `AGE-SECRET-KEY-1…` lines.
-    pub age_key_file: PathBuf,
-}
-
-impl DecryptionConfig {
-    /// The age key file's text, wiped from memory when dropped.
-    pub fn age_keys(&self) -> Result<zeroize::Zeroizing<String>, ConfigError> {
-        let text = read_secret("decryption.age_key_file", Some(&self.age_key_file))?;
-        Ok(zeroize::Zeroizing::new(text.unwrap_or_default()))
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

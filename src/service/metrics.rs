@@ -132,15 +132,20 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// `gitopsd_build_info{version}`.
+fn register_build(r: &mut Registry) {
+    r.register(
+        "build",
+        "gitopsd build information",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+}
+
 impl Metrics {
     /// Creates and registers every metric, all with the `gitopsd_` prefix.
     pub fn new() -> Arc<Metrics> {
         let mut r = Registry::with_prefix("gitopsd");
-        r.register(
-            "build",
-            "gitopsd build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        register_build(&mut r);
         let seconds = Some(Unit::Seconds);
         Arc::new(Metrics {
             reconciles: add(
