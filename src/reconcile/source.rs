@@ -223,14 +223,7 @@ pub async fn render_full(
     let (dir, limits) = (dir.trim_matches('/').to_string(), *limits);
     git(mirror, move |m| {
         let files = m.list_files(rev, &dir)?;
-        let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
-        let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
-        let sizes = m.blob_sizes(&ids)?;
-        let sized = wanted
-            .iter()
-            .zip(&sizes)
-            .map(|(f, s)| (f.path.as_str(), *s));
-        if let Err(errors) = manifest::limits::check_sizes(sized, &limits, &dir) {
+        if let Err(errors) = check_sizes(m, &files, &dir, &limits)? {
             return Ok(Err(errors));
         }
         let mut failed: Option<GitError> = None;
@@ -274,7 +267,16 @@ fn check_folder_sizes(
     dir: &str,
     limits: &Limits,
 ) -> Result<Result<(), Vec<RenderError>>, GitError> {
-    let files = m.list_files(rev, dir)?;
+    check_sizes(m, &m.list_files(rev, dir)?, dir, limits)
+}
+
+/// Checks the byte limits of a folder's `files` from their blob headers, reading no blob.
+fn check_sizes(
+    m: &Mirror,
+    files: &[TreeFile],
+    dir: &str,
+    limits: &Limits,
+) -> Result<Result<(), Vec<RenderError>>, GitError> {
     let wanted: Vec<&TreeFile> = files.iter().filter(|f| is_manifest(f)).collect();
     let ids: Vec<Oid> = wanted.iter().map(|f| f.oid).collect();
     let sizes = m.blob_sizes(&ids)?;
