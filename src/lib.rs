@@ -5,12 +5,12 @@
 //! health → record), then the shell around them:
 //!
 //! - `config`: the host config, the operator's input: repository, credentials, environments.
-//! - `git` (fetch): the mirror of the config repository, trees and diffs at a revision, notes;
-//!   the only user of libgit2.
+//! - `git` (fetch): the mirror of the config repository, trees and diffs at a revision, notes,
+//!   commit signature checks (allowed signers); the only user of libgit2.
 //! - `render` (render): a folder with a kustomization → objects, through the pinned `kustomize`
-//!   and `helm` in a sandbox, re-run only when its inputs' trees changed.
-//! - `manifest` (render): the typed desired state (objects, identities, sources) and the
-//!   renderer of plain-YAML folders.
+//!   and `helm` in a sandbox, re-run only when its inputs' trees changed; SOPS decryption.
+//! - `manifest` (render): the typed desired state (objects, identities, sources), the
+//!   renderer of plain-YAML folders and the content limits (bytes, documents, objects).
 //! - `confine` (validate): every object and bucket inside the environment's bounds from the host
 //!   config (namespaces, cluster-scoped kinds, refused kinds, bucket names), before any request.
 //! - `schema` (validate): path-tracking field checks shared by the bucket spec and the host config.
@@ -19,7 +19,8 @@
 //! - `k8s` (validate, apply, health): discovery, server-side dry-run and apply, prune, the
 //!   watch-fed live cache and health rules.
 //! - `s3` (apply, health): bucket configuration and object sync through the S3 API.
-//! - `status` (record): note records per commit and environment: format, parse, merge.
+//! - `status` (record): note records per commit and environment: format, parse, merge, sign
+//!   and verify (only records a trusted key signed are believed).
 //! - `reconcile`: the stages above as one pass per environment (decide, prepare, validate,
 //!   apply, health, rollback, record) and the scheduler that runs them.
 //! - `preview`: the same flow without applying, for a pull request: Markdown or JSON.
