@@ -25,6 +25,8 @@ pub struct Bounds {
     cluster_scoped: Matcher,
     denied: Vec<(Matcher, Option<Matcher>)>,
     buckets: Matcher,
+    /// `kube-*`: compiled once.
+    system: Matcher,
 }
 
 /// A glob list and its text, for the messages.
@@ -83,6 +85,7 @@ impl Bounds {
             cluster_scoped: Matcher::new(&env.cluster_scoped),
             denied,
             buckets: Matcher::new(&env.buckets),
+            system: Matcher::new(&[SYSTEM_NAMESPACE.to_string()]),
         }
     }
 
@@ -117,11 +120,10 @@ impl Bounds {
 
     /// The Namespaces the render creates that count as its own under the default bounds.
     fn created_namespaces<'a>(&self, objects: &[Placed<'a>]) -> BTreeSet<&'a str> {
-        let system = Matcher::new(&[SYSTEM_NAMESPACE.to_string()]);
         objects
             .iter()
             .map(|p| p.manifest)
-            .filter(|m| m.key.is_namespace() && !system.matches(&m.key.name))
+            .filter(|m| m.key.is_namespace() && !self.system.matches(&m.key.name))
             .map(|m| m.key.name.as_str())
             .collect()
     }
@@ -160,7 +162,7 @@ impl Bounds {
                 allowed.text
             )),
             Some(_) => None,
-            None if Matcher::new(&[SYSTEM_NAMESPACE.to_string()]).matches(name) => Some(format!(
+            None if self.system.matches(name) => Some(format!(
                 "Namespace {name:?} belongs to the cluster; list it in allowed_namespaces to manage it"
             )),
             None => None,
