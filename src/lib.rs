@@ -46,3 +46,6 @@ pub mod status;
 
 /// gitopsd's version, recorded in every note.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The User-Agent of every Kubernetes and S3 request, so the servers' audit logs name gitopsd.
+pub const USER_AGENT: &str = concat!("gitopsd/", env!("CARGO_PKG_VERSION"));

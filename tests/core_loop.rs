@@ -167,6 +167,12 @@ async fn changing_one_of_twenty_objects_sends_one_apply() {
         "exactly one dry-run for one changed object: {new:#?}"
     );
     assert_eq!(new.len(), 2, "no other writes: {new:#?}");
+    // The audit log names gitopsd and its version (issue 15).
+    assert!(
+        new.iter().all(|e| e.user_agent == gitopsd::USER_AGENT),
+        "User-Agent {}: {new:#?}",
+        gitopsd::USER_AGENT
+    );
     assert_eq!(f.cm("multi-4").await.unwrap()["v"], "2");
 
     let r = f.repo.expect_record(&c2, &f.env.name);

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gitopsd::manifest::parse_file;
 use gitopsd::s3::{
@@ -103,6 +103,47 @@ async fn list(sdk: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, i64> {
         .iter()
         .map(|o| (o.key().unwrap().to_string(), o.size().unwrap_or(0)))
         .collect()
+}
+
+/// Every request names gitopsd first in its User-Agent (issue 15), as versitygw's access log shows.
+#[tokio::test]
+async fn requests_carry_gitopsd_user_agent() {
+    let tb = require_testbed!();
+    let (c, _log) = client(tb).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "assets/dev/index.html", b"<h1>hello</h1>");
+    let source = DirSource {
+        root: dir.path().into(),
+    };
+    let name = support::unique_name("agent");
+    let s = spec(&name, OBJECTS);
+    let plan = plan_bucket(&c, &s, &owner(), Some(&source)).await.unwrap();
+    apply_bucket(&c, &s, &owner(), &plan, Some(&source))
+        .await
+        .unwrap();
+    let log = PathBuf::from(tb.env("GITOPSD_TEST_S3_ACCESS_LOG_2"));
+    let needle = format!(" {name} ");
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_string)
+            .collect()
+    };
+    // The server writes a line as each request completes; wait until the upload's is there.
+    support::gitopsd::wait_for(
+        "the upload in the access log",
+        Duration::from_secs(30),
+        || lines().iter().any(|l| l.contains("PutObject")),
+    );
+    let agent = format!(" {} aws-sdk-rust/", gitopsd::USER_AGENT);
+    let lines = lines();
+    assert!(
+        lines.iter().all(|l| l.contains(&agent)),
+        "every request's User-Agent starts with {}: {lines:#?}",
+        gitopsd::USER_AGENT
+    );
 }
 
 #[tokio::test]

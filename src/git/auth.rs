@@ -119,7 +119,10 @@ pub(crate) fn callbacks<'a>(
             let user = user.unwrap_or_else(|| "git".into());
             return Cred::username(&user);
         }
-        let msg = format!("server asked for credentials ({allowed:?}) but none are configured");
+        let msg = format!(
+            "server asked for credentials ({}) but none are configured",
+            credential_kinds(allowed)
+        );
         *state.auth_failure.borrow_mut() = Some(msg.clone());
         Err(git2::Error::from_str(&msg))
     });
@@ -232,6 +235,30 @@ pub(crate) fn verify_x509(ca_file: &Path, leaf_der: &[u8], host: &str) -> Result
     ee.verify_is_valid_for_subject_name(&name)
         .map_err(|e| format!("server certificate is not valid for {host}: {e}"))?;
     Ok(())
+}
+
+/// The credential kinds a server asked for, as a person reads them.
+fn credential_kinds(allowed: CredentialType) -> String {
+    let kinds = [
+        (CredentialType::USER_PASS_PLAINTEXT, "username and password"),
+        (CredentialType::SSH_KEY, "SSH key"),
+        (CredentialType::SSH_MEMORY, "SSH key"),
+        (CredentialType::SSH_CUSTOM, "SSH key"),
+        (CredentialType::SSH_INTERACTIVE, "SSH keyboard-interactive"),
+        (CredentialType::USERNAME, "username"),
+        (CredentialType::DEFAULT, "default credentials"),
+    ];
+    let mut names: Vec<&str> = kinds
+        .iter()
+        .filter(|(kind, _)| allowed.contains(*kind))
+        .map(|(_, name)| *name)
+        .collect();
+    names.dedup();
+    if names.is_empty() {
+        "none that gitopsd supports".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub enum KubeError {
         verb: &'static str,
         message: String,
     },
-    #[error("timed out after {after:?} waiting for {what}")]
+    #[error("timed out after {} waiting for {what}", humantime::format_duration(*after))]
     Timeout { what: String, after: Duration },
 }
 

@@ -40,6 +40,19 @@ pub const ENV_ANNOTATION: &str = "gitopsd.dev/environment";
 
 /// The user name a ServiceAccount `NAMESPACE/NAME` authenticates as (the apiserver adds its
 /// groups when it is impersonated).
+/// Adds `User-Agent: gitopsd/<version>` to every request, so the apiserver's audit log names
+/// gitopsd (kube sends none of its own).
+fn with_user_agent(mut config: Config) -> Config {
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(crate::USER_AGENT),
+    ));
+    config
+}
+
 fn service_account_user(sa: &str) -> String {
     let (ns, name) = sa.split_once('/').unwrap_or(("default", sa));
     format!("system:serviceaccount:{ns}:{name}")
@@ -158,6 +171,7 @@ impl Cluster {
                 .await
                 .map_err(|e| config_err(e.to_string()))?,
         };
+        let config = with_user_agent(config);
         let writer = match &env.service_account {
             Some(sa) => {
                 let mut as_sa = config.clone();

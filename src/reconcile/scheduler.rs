@@ -117,7 +117,7 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
                 if e.is_transient() {
                     shared.metrics.transient_retry(&env, e.stage());
                 }
-                tracing::warn!(env = %env, commit = %head, error = %e, transient = e.is_transient(), retry_in = ?wait, "reconcile failed; retrying the same commit");
+                tracing::warn!(env = %env, commit = %head, error = %e, transient = e.is_transient(), retry_in = %humantime::format_duration(wait), "reconcile failed; retrying the same commit");
                 retry_at = Some(Instant::now() + wait);
             }
         }
@@ -321,7 +321,7 @@ async fn spawn_all(
 /// Lets every environment task finish its current step within `grace` (shutdown already
 /// cancelled their health waits), then abandons the rest: every step is safe to redo.
 async fn stop_tasks(tasks: BTreeMap<String, EnvTask>, grace: Duration) {
-    tracing::info!(grace = ?grace, "stopping; finishing the current steps");
+    tracing::info!(grace = %humantime::format_duration(grace), "stopping; finishing the current steps");
     for task in tasks.values() {
         task.cancel.cancel();
     }

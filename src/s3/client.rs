@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::interceptors::{
+    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_s3::config::{ConfigBag, Intercept, Region, RuntimeComponents};
 
 use super::error;
@@ -98,10 +100,37 @@ async fn client_with(settings: &S3Settings, log: Option<RequestLog>) -> Client {
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
+    builder = builder.interceptor(UserAgent);
     if let Some(log) = log {
         builder = builder.interceptor(log);
     }
     Client::from_conf(builder.build())
+}
+
+/// Puts `gitopsd/<version>` first in every request's User-Agent (the SDK's own part follows), so a
+/// server's access log names gitopsd. After signing: SigV4 never signs the User-Agent.
+#[derive(Debug)]
+struct UserAgent;
+
+impl Intercept for UserAgent {
+    fn name(&self) -> &'static str {
+        "gitopsd-user-agent"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let headers = context.request_mut().headers_mut();
+        let value = match headers.get("user-agent") {
+            Some(sdk) => format!("{} {sdk}", crate::USER_AGENT),
+            None => crate::USER_AGENT.to_string(),
+        };
+        headers.insert("user-agent", value);
+        Ok(())
+    }
 }
 
 /// Records every HTTP request a client sends (including retries): method and S3 call shape.

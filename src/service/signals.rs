@@ -28,6 +28,15 @@ pub enum Signal {
     Reload,
 }
 
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Shutdown => "shutdown",
+            Signal::Reload => "reload",
+        })
+    }
+}
+
 /// Installs the SIGTERM, SIGINT and SIGHUP handlers (before returning, so no signal is lost
 /// once this returns `Ok`) and spawns the task that turns them into [`Signal`]s on `tx`.
 pub fn spawn_signal_handler(
@@ -88,10 +97,10 @@ fn deliver(tx: &Sender<Signal>, sig: Signal) {
     match tx.try_send(sig) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
-            tracing::debug!(signal = ?sig, "signal channel full; request coalesced with a pending one");
+            tracing::debug!(signal = %sig, "signal channel full; request coalesced with a pending one");
         }
         Err(TrySendError::Closed(_)) => {
-            tracing::debug!(signal = ?sig, "nobody listens for signals any more");
+            tracing::debug!(signal = %sig, "nobody listens for signals any more");
         }
     }
 }
