@@ -105,7 +105,7 @@ impl Bounds {
                 continue;
             }
             let kind = kind_group(m);
-            if let Some(reason) = self.denied(&kind, &m.body) {
+            if let Some(reason) = self.denied(&kind, m) {
                 errors.push(error(reason));
                 continue;
             }
@@ -169,7 +169,7 @@ impl Bounds {
         }
     }
 
-    fn denied(&self, kind: &str, body: &Value) -> Option<String> {
+    fn denied(&self, kind: &str, m: &Manifest) -> Option<String> {
         for (kinds, subjects) in &self.denied {
             if !kinds.matches(kind) {
                 continue;
@@ -180,7 +180,7 @@ impl Bounds {
                     kinds.text
                 ));
             };
-            if let Some(name) = bound_subject(body, subjects) {
+            if let Some(name) = bound_subject(&m.body.value(), subjects) {
                 return Some(format!(
                     "binds {name:?}, and bindings of {kind} to subjects matching {} are refused \
                      (denied_kinds)",
@@ -192,9 +192,9 @@ impl Bounds {
     }
 
     fn check_bucket(&self, m: &Manifest) -> Option<String> {
-        let name = m
-            .body
-            .pointer("/spec/name")
+        let spec_name = m.body.pointer("/spec/name");
+        let name = spec_name
+            .as_ref()
             .and_then(Value::as_str)
             .unwrap_or(&m.key.name);
         if self.buckets.matches(name) {
@@ -242,12 +242,16 @@ fn bound_subject<'a>(body: &'a Value, subjects: &Matcher) -> Option<&'a str> {
 /// dry-run fails anyway).
 pub fn namespaced_by_crds<'a>(m: &Manifest, mut crds: impl Iterator<Item = &'a Manifest>) -> bool {
     let defines = |crd: &&Manifest| {
-        crd.body.pointer("/spec/group").and_then(Value::as_str) == Some(m.key.group.as_str())
-            && crd.body.pointer("/spec/names/kind").and_then(Value::as_str)
-                == Some(m.key.kind.as_str())
+        let spec = crd.body.get("spec").unwrap_or_default();
+        spec.pointer("/group").and_then(Value::as_str) == Some(m.key.group.as_str())
+            && spec.pointer("/names/kind").and_then(Value::as_str) == Some(m.key.kind.as_str())
     };
-    crds.find(defines)
-        .and_then(|crd| crd.body.pointer("/spec/scope").and_then(Value::as_str))
+    let scope = crds
+        .find(defines)
+        .and_then(|crd| crd.body.pointer("/spec/scope"));
+    scope
+        .as_ref()
+        .and_then(Value::as_str)
         .is_none_or(|scope| scope != "Cluster")
 }
 

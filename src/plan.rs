@@ -272,7 +272,18 @@ pub fn plan<'a>(
     }
     let mut out = Plan::default();
     for (key, (before, after)) in pairs {
-        match change(before.map(|m| &m.body), after.map(|m| &m.body)) {
+        // The same text is the same document; only a difference is worth parsing.
+        let same = matches!((before, after), (Some(b), Some(a)) if b.body == a.body);
+        let (b, a) = (
+            before.map(|m| m.body.value()),
+            after.map(|m| m.body.value()),
+        );
+        let action = if same {
+            None
+        } else {
+            change(b.as_ref(), a.as_ref())
+        };
+        match action {
             Some(action) => out.changes.push(Change {
                 key,
                 action,

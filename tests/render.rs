@@ -222,21 +222,33 @@ async fn overlay_with_patches_prefix_images_and_generated_configmap() {
     assert_eq!(r.state.len(), 3, "{:?}", keys(&r));
 
     let deploy = object(&r, "Deployment", "dev-api");
-    assert_eq!(deploy.body["spec"]["replicas"], 3, "strategic-merge patch");
     assert_eq!(
-        deploy.body["metadata"]["labels"]["tier"], "backend",
+        deploy.body.value()["spec"]["replicas"],
+        3,
+        "strategic-merge patch"
+    );
+    assert_eq!(
+        deploy.body.value()["metadata"]["labels"]["tier"],
+        "backend",
         "JSON 6902 patch"
     );
-    let container = &deploy.body["spec"]["template"]["spec"]["containers"][0];
+    let container = &deploy.body.value()["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "example/api:2.0", "images:");
-    assert_eq!(deploy.body["metadata"]["annotations"]["team"], "payments");
+    assert_eq!(
+        deploy.body.value()["metadata"]["annotations"]["team"],
+        "payments"
+    );
     assert_eq!(deploy.source.path, "base/deployment.yaml");
     assert_eq!(deploy.source.line, 1);
 
     let service = object(&r, "Service", "dev-api");
     assert_eq!(service.source.path, "base/service.yaml");
     assert_eq!(service.source.line, 2, "after the comment line");
-    assert!(service.body["metadata"].get("annotations").is_none());
+    assert!(
+        service.body.value()["metadata"]
+            .get("annotations")
+            .is_none()
+    );
 
     let cm = r
         .state
@@ -250,7 +262,10 @@ async fn overlay_with_patches_prefix_images_and_generated_configmap() {
         .strip_prefix("dev-settings-")
         .expect("prefixed name");
     assert!(suffix.len() >= 8, "hash suffix: {}", cm.key.name);
-    assert_eq!(cm.body["data"]["settings.properties"], "log.level=debug\n");
+    assert_eq!(
+        cm.body.value()["data"]["settings.properties"],
+        "log.level=debug\n"
+    );
     assert_eq!(cm.source.path, "overlays/dev/kustomization.yaml");
     no_origin_annotations(&r);
 
@@ -283,8 +298,8 @@ async fn local_chart_through_helm_charts_with_inline_values() {
     );
     assert!(r.renderer.contains(" + helm v"), "{}", r.renderer);
     let d = object(&r, "Deployment", "shop-web");
-    assert_eq!(d.body["spec"]["replicas"], 4, "valuesInline");
-    let image = &d.body["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(d.body.value()["spec"]["replicas"], 4, "valuesInline");
+    let image = &d.body.value()["spec"]["template"]["spec"]["containers"][0]["image"];
     assert_eq!(image, "nginx:1.27", "valuesFile");
     assert_eq!(d.source.path, "overlays/web/kustomization.yaml");
     no_origin_annotations(&r);
@@ -311,7 +326,7 @@ async fn inputs_change_with_base_but_not_elsewhere() {
         prod.warnings
     );
     assert_eq!(
-        object(&prod, "Deployment", "prod-api").body["metadata"]["labels"]["env"],
+        object(&prod, "Deployment", "prod-api").body.value()["metadata"]["labels"]["env"],
         "prod"
     );
 
@@ -344,8 +359,8 @@ async fn inputs_change_with_base_but_not_elsewhere() {
     assert!(prod.inputs.changed(t3.as_ref()).unwrap());
     for (dir, name) in [("overlays/dev", "dev-api"), ("overlays/prod", "prod-api")] {
         let r = render(&t3, dir, &renderers).await;
-        let env = &object(&r, "Deployment", name).body["spec"]["template"]["spec"]["containers"][0]
-            ["env"][0];
+        let env = &object(&r, "Deployment", name).body.value()["spec"]["template"]["spec"]["containers"]
+            [0]["env"][0];
         assert_eq!(env["value"], "changed", "{dir}");
     }
 }

@@ -61,7 +61,7 @@ fn service_account_user(sa: &str) -> String {
 /// The object as sent for environment `env` of `instance`: the manifest without `status`, in its
 /// effective `namespace` (none: cluster-scoped), with the ownership labels and annotation.
 pub fn desired_body(m: &Manifest, namespace: Option<&str>, instance: &str, env: &str) -> Value {
-    let mut body = m.body.clone();
+    let mut body = m.body.value();
     let Some(obj) = body.as_object_mut() else {
         return body;
     };

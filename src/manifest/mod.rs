@@ -10,6 +10,7 @@
 //! namespace to the environment's `namespace` from the host config (`default` when unset) and
 //! drops the field from cluster-scoped kinds.
 
+mod body;
 pub mod limits;
 mod parse;
 mod yaml;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::git::FileKind;
+pub use body::Body;
 pub use limits::{Allowance, Limits};
 pub use parse::{parse_file, parse_file_within, reparse};
 pub use yaml::split_documents;
@@ -91,7 +93,9 @@ pub fn live_stand_in(key: &ObjectKey, api_version: &str) -> Manifest {
             line: 0,
             document: 0,
         },
-        body: serde_json::json!({ "apiVersion": api_version, "kind": key.kind, "metadata": metadata }),
+        body: Body::new(
+            &serde_json::json!({ "apiVersion": api_version, "kind": key.kind, "metadata": metadata }),
+        ),
     }
 }
 
@@ -118,8 +122,8 @@ pub struct Manifest {
     pub key: ObjectKey,
     pub api_version: String,
     pub source: Source,
-    /// The document as written (JSON model of the YAML).
-    pub body: Value,
+    /// The document as written (JSON model of the YAML), kept as compact JSON.
+    pub body: Body,
 }
 
 /// A rendering problem, with as much position as is known.
@@ -189,6 +193,7 @@ pub fn crd_defined_kind(m: &Manifest) -> Option<(String, String)> {
         return None;
     }
     let spec = m.body.get("spec")?;
+    let spec = &spec;
     let group = spec.get("group")?.as_str()?.to_string();
     let kind = spec.get("names")?.get("kind")?.as_str()?.to_string();
     Some((group, kind))

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::limits::{self, Allowance, FileBudget, Limits};
-use super::{Manifest, ObjectKey, RenderError, Source, split_documents, yaml};
+use super::{Body, Manifest, ObjectKey, RenderError, Source, split_documents, yaml};
 
 /// Parses one file within the default limits of a single file.
 pub fn parse_file(path: &str, bytes: &[u8]) -> Result<Vec<Manifest>, Vec<RenderError>> {
@@ -222,6 +222,6 @@ fn manifest_from_value(value: Value, source: Source) -> Result<Option<Manifest>,
         key,
         api_version,
         source,
-        body: value,
+        body: Body::new(&value),
     }))
 }

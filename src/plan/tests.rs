@@ -80,8 +80,8 @@ fn plan_finds_create_update_delete_and_unchanged() {
         .find(|c| c.action == Action::Update)
         .unwrap();
     let diff = unified_diff(
-        update.before.map(|m| &m.body),
-        update.after.map(|m| &m.body),
+        update.before.map(|m| m.body.value()).as_ref(),
+        update.after.map(|m| m.body.value()).as_ref(),
         "ConfigMap a",
     );
     assert!(

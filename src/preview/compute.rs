@@ -161,8 +161,8 @@ fn describe(
 }
 
 /// A manifest's API version and body, as [`compare`] takes them.
-fn side(m: Option<&Manifest>) -> Option<(&str, &Value)> {
-    m.map(|m| (m.api_version.as_str(), &m.body))
+fn side(m: Option<&Manifest>) -> Option<(&str, Value)> {
+    m.map(|m| (m.api_version.as_str(), m.body.value()))
 }
 
 /// What the changed files hold at the base and at the head (objects keyed as written).
@@ -274,11 +274,12 @@ pub(crate) fn object_changes(sides: &Sides, env: &EnvInput) -> Vec<ObjectChange>
         .filter(|c| c.after.is_some() || c.before.is_some_and(|m| sides.counts(m)))
         .filter_map(|c| {
             let shown = c.after.or(c.before)?;
+            let (before, after) = (side(c.before), side(c.after));
             Some(describe(
                 &shown.key,
                 c.action,
-                side(c.before),
-                side(c.after),
+                before.as_ref().map(|(v, b)| (*v, b)),
+                after.as_ref().map(|(v, a)| (*v, a)),
                 Some(shown.source.to_string()),
                 is_sensitive(&shown.key, &env.sensitive, &env.namespace),
             ))

@@ -120,7 +120,7 @@ fn created_with_its_crd(m: &Manifest, sensitive: bool) -> Outcome {
     let created = compare(
         &m.key,
         None,
-        Some((&m.api_version, &m.body)),
+        Some((&m.api_version, &m.body.value())),
         Some(m.source.to_string()),
         sensitive,
     );
@@ -146,7 +146,7 @@ fn not_owned(key: &ObjectKey, m: &Manifest) -> Outcome {
         source: Some(m.source.to_string()),
         diff: Some(NOT_OWNED.to_string()),
         changed_keys: None,
-        encrypted: sops::is_encrypted(&m.body),
+        encrypted: sops::body_encrypted(&m.body),
     })
 }
 
@@ -170,7 +170,7 @@ async fn one(
     };
     let wrap = |o: Outcome| Outcome::Key(key.clone(), Box::new(o));
     // A preview has no keys: a SOPS object's ciphertexts are not sent, only its keys compared.
-    let dry_run = match sops::is_encrypted(&m.body) {
+    let dry_run = match sops::body_encrypted(&m.body) {
         true => Ok(None),
         false => cluster.dry_run(m).await.map(Some),
     };

@@ -142,7 +142,7 @@ async fn decrypted(
     let count = state
         .objects
         .values()
-        .filter(|m| sops::is_encrypted(&m.body))
+        .filter(|m| sops::body_encrypted(&m.body))
         .count();
     if count == 0 {
         return Ok(state);
@@ -171,7 +171,7 @@ async fn written_sources(
     let paths: BTreeSet<String> = state
         .objects
         .values()
-        .filter(|m| sops::is_encrypted(&m.body))
+        .filter(|m| sops::body_encrypted(&m.body))
         .map(|m| m.source.path.clone())
         .collect();
     if paths.is_empty() {
@@ -184,7 +184,7 @@ async fn written_sources(
                 continue;
             };
             for doc in manifest::parse_file(&path, &bytes).unwrap_or_default() {
-                written.insert((path.clone(), doc.source.document), doc.body);
+                written.insert((path.clone(), doc.source.document), doc.body.value());
             }
         }
         Ok(written)

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::paths;
-use crate::manifest::{self, DesiredState, Manifest, RenderError, Source};
+use crate::manifest::{self, Body, DesiredState, Manifest, RenderError, Source};
 
 /// The annotation kustomize writes with `buildMetadata: [originAnnotations]`.
 pub const ORIGIN_ANNOTATION: &str = "config.kubernetes.io/origin";
@@ -124,7 +124,9 @@ pub(crate) fn into_state(
 
 /// Strips the origin annotation of `m` and returns the source it names.
 fn source_of(m: &mut Manifest, build: &Build<'_>, lines: &mut Lines<'_>) -> Source {
-    let origin = take_origin(&mut m.body);
+    let mut body = m.body.value();
+    let origin = take_origin(&mut body);
+    m.body = Body::new(&body);
     let path = origin
         .as_ref()
         .and_then(|o| origin_file(o, build.dir))

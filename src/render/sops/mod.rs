@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::manifest::{self, DesiredState, Manifest, RenderError};
 
-pub use tree::{METADATA_KEY, is_encrypted};
+pub use tree::{METADATA_KEY, body_encrypted, is_encrypted};
 
 /// The age identities of one environment.
 #[derive(Clone)]
@@ -113,8 +113,10 @@ pub fn decrypt_state(
     written: &Written,
 ) -> Result<(), Vec<RenderError>> {
     let mut groups: BTreeMap<(String, String), Vec<Arc<Manifest>>> = BTreeMap::new();
-    for m in state.objects.values().filter(|m| is_encrypted(&m.body)) {
-        let mac = tree::mac_of(&m.body).unwrap_or_default().to_string();
+    for m in state.objects.values().filter(|m| body_encrypted(&m.body)) {
+        let mac = tree::mac_of(&m.body.value())
+            .unwrap_or_default()
+            .to_string();
         groups
             .entry((m.source.path.clone(), mac))
             .or_default()
@@ -176,7 +178,7 @@ pub type Written = BTreeMap<(String, usize), serde_json::Value>;
 /// `m`'s body with its keys in the order of its source document, when that is the same
 /// encrypted document (the same MAC).
 fn as_written(m: &Manifest, written: &Written) -> serde_json::Value {
-    let mut body = m.body.clone();
+    let mut body = m.body.value();
     let source = written
         .get(&(m.source.path.clone(), m.source.document))
         .filter(|doc| tree::mac_of(doc).is_some() && tree::mac_of(doc) == tree::mac_of(&body));

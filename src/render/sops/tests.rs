@@ -21,7 +21,7 @@ fn bodies(text: &str) -> Vec<Value> {
     parse_file("f.yaml", text.as_bytes())
         .unwrap()
         .into_iter()
-        .map(|m| m.body)
+        .map(|m| m.body.value())
         .collect()
 }
 
@@ -209,7 +209,12 @@ fn a_state_is_decrypted_and_rekeyed_by_file() {
         ["Secret team-a/app-creds"],
         "the file index follows the new key"
     );
-    assert!(state.objects.values().all(|m| !is_encrypted(&m.body)));
+    assert!(
+        state
+            .objects
+            .values()
+            .all(|m| !is_encrypted(&m.body.value()))
+    );
 }
 
 #[test]

@@ -40,6 +40,11 @@ pub fn is_encrypted(body: &Value) -> bool {
         .is_some_and(|m| m.contains_key("mac") || m.contains_key("lastmodified"))
 }
 
+/// [`is_encrypted`] for a kept body; parses only documents that have a top-level `sops` key.
+pub fn body_encrypted(body: &crate::manifest::Body) -> bool {
+    body.has_key(METADATA_KEY) && is_encrypted(&body.value())
+}
+
 /// Which leaves are encrypted (one rule at most, as sops enforces).
 enum Rule {
     UnencryptedSuffix(String),

@@ -91,7 +91,7 @@ metadata:
         .values()
         .map(|m| {
             assert!(
-                m.body["metadata"].get("annotations").is_none(),
+                m.body.value()["metadata"].get("annotations").is_none(),
                 "{}",
                 m.body
             );

@@ -100,7 +100,7 @@ pub fn parse_bucket(m: &Manifest) -> Result<BucketSpec, Vec<RenderError>> {
 const SPEC_KEYS: &[&str] = &["name", "region", "deletionPolicy", "objects"];
 
 fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
-    let spec = check_document(m, c)?;
+    let spec = &check_document(m, c)?;
     c.at("spec", |c| {
         let name = c.required(spec, "name", " (the S3 bucket name)", name::bucket_name);
         let region = c.field(spec, "region", name::region);
@@ -131,7 +131,7 @@ fn parse_inner(m: &Manifest, c: &mut Checker) -> Option<BucketSpec> {
 }
 
 /// Kind, apiVersion and the top-level keys; the `spec` mapping with its keys checked.
-fn check_document<'m>(m: &'m Manifest, c: &mut Checker) -> Option<&'m Map<String, Value>> {
+fn check_document(m: &Manifest, c: &mut Checker) -> Option<Map<String, Value>> {
     if !m.key.is_bucket() {
         c.problem_at("kind", format!("{} is not a gitopsd Bucket", m.key));
         return None;
@@ -145,17 +145,18 @@ fn check_document<'m>(m: &'m Manifest, c: &mut Checker) -> Option<&'m Map<String
             ),
         );
     }
-    if m.body.is_object() {
-        c.mapping(&m.body, &["apiVersion", "kind", "metadata", "spec"]);
+    let body = m.body.value();
+    if body.is_object() {
+        c.mapping(&body, &["apiVersion", "kind", "metadata", "spec"]);
     }
-    let Some(spec) = m.body.get("spec") else {
+    let Some(spec) = body.get("spec") else {
         c.problem_at("spec", "missing");
         return None;
     };
     let mut allowed: Vec<&str> = SPEC_KEYS[..2].to_vec();
     allowed.extend(Field::names());
     allowed.extend(&SPEC_KEYS[2..]);
-    c.at("spec", |c| c.mapping(spec, &allowed))
+    c.at("spec", |c| c.mapping(spec, &allowed).cloned())
 }
 
 /// Every configuration section: parsed by its own section when written, else its default.
