@@ -208,22 +208,27 @@ pub async fn not_owned_existing<'a>(
     // Closures annotated with `'a`: futures holding them must be `Send` (rust-lang/rust#102211).
     failures_of(objects, concurrency, |m: &'a Manifest| async move {
         match cluster.get(m).await {
-            Ok(Some(live)) if !cluster.owns(&live) => Some(ObjectFailure::new(
-                m,
-                KubeError::Api {
-                    object: m.key.to_string(),
-                    verb: "apply",
-                    code: 409,
-                    reason: "NotOwned".into(),
-                    message: not_owned_message(cluster),
-                },
-            )),
+            Ok(Some(live)) if !cluster.owns(&live) => Some(not_owned(cluster, m)),
             // Not there, ours, or of a kind this commit's CRDs bring: nothing to take over.
             Ok(_) | Err(KubeError::UnknownKind { .. }) => None,
             Err(e) => Some(ObjectFailure::new(m, e)),
         }
     })
     .await
+}
+
+/// `m` exists and is someone else's: refused.
+fn not_owned(cluster: &Cluster, m: &Manifest) -> ObjectFailure {
+    ObjectFailure::new(
+        m,
+        KubeError::Api {
+            object: m.key.to_string(),
+            verb: "apply",
+            code: 409,
+            reason: "NotOwned".into(),
+            message: not_owned_message(cluster),
+        },
+    )
 }
 
 /// How to hand an existing object over to this instance.
@@ -323,11 +328,55 @@ pub async fn apply_all(
     concurrency: usize,
     force: bool,
 ) -> (Vec<Applied>, Vec<ObjectFailure>) {
+    apply_phases(cluster, objects, concurrency, force, false).await
+}
+
+/// Creates objects the cluster does not have, phase by phase, without a dry-run first (see
+/// `k8s::create`): right before a phase is sent, any of its objects that exists already is
+/// refused (it is not ours: ours would be an update) and nothing of that phase is sent. Stops at
+/// the first phase with a failure; the caller deletes what was created.
+pub async fn create_all(
+    cluster: &Cluster,
+    objects: &[&Manifest],
+    concurrency: usize,
+) -> (Vec<Applied>, Vec<ObjectFailure>) {
+    apply_phases(cluster, objects, concurrency, false, true).await
+}
+
+/// Of `phase`, those that exist already, as refusals (`Err`: the look-up itself failed).
+async fn refuse_existing(cluster: &Cluster, phase: &[&Manifest]) -> Vec<ObjectFailure> {
+    match cluster.existing(phase).await {
+        Ok(found) => phase
+            .iter()
+            .filter(|m| found.contains(&m.key))
+            .map(|m| not_owned(cluster, m))
+            .collect(),
+        Err(e) => phase
+            .first()
+            .map(|m| ObjectFailure::new(m, e))
+            .into_iter()
+            .collect(),
+    }
+}
+
+async fn apply_phases(
+    cluster: &Cluster,
+    objects: &[&Manifest],
+    concurrency: usize,
+    force: bool,
+    creating: bool,
+) -> (Vec<Applied>, Vec<ObjectFailure>) {
     let mut done = Vec::new();
     let phases = by_phase(cluster, objects).await;
     for (index, phase) in phases.iter().enumerate() {
         if phase.is_empty() {
             continue;
+        }
+        if creating {
+            let refused = refuse_existing(cluster, phase).await;
+            if !refused.is_empty() {
+                return (done, refused);
+            }
         }
         let pending: Vec<_> = phase.iter().map(|m| apply_one(cluster, m, force)).collect();
         let results = at_most(pending, concurrency).await;

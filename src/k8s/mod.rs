@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod apply;
+mod create;
 mod error;
 pub mod health;
 pub mod live;

@@ -1,10 +1,11 @@
 //! Stage `apply`: sends exactly what differs from the live state (creates and updates in
 //! dependency order), prunes owned objects no longer desired, and syncs buckets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::decide::{self, LivePlan, LiveView};
+use super::first::Sending;
 use super::prepare::Prepared;
 use super::record::failure_errors;
 use super::{EnvWorker, ReconcileError};
@@ -34,6 +35,10 @@ pub(super) struct Transition {
     pub messages: Vec<String>,
     /// Live keys applied, with what their health wait must see.
     pub applied: HashMap<ObjectKey, crate::k8s::live::Awaited>,
+    /// Manifest keys the server accepted.
+    pub sent: BTreeSet<ObjectKey>,
+    /// Creating without a dry-run, an object was refused: the pass is to be undone.
+    pub refused: bool,
 }
 
 impl EnvWorker {
@@ -96,14 +101,14 @@ impl EnvWorker {
         Ok(())
     }
 
-    /// Applies `plan` for `p` (`force`: take back fields others took over), prunes, syncs
-    /// buckets and deletes `removed_buckets`.
+    /// Applies `plan` for `p` as `sending` says, prunes, syncs buckets and deletes
+    /// `removed_buckets`.
     pub(super) async fn converge(
         &mut self,
         mirror: &Arc<Mirror>,
         p: &Prepared,
         plan: &LivePlan,
-        force: bool,
+        sending: Sending,
         removed_buckets: &[crate::s3::BucketSpec],
     ) -> Result<Transition, ReconcileError> {
         let mut t = Transition {
@@ -114,7 +119,7 @@ impl EnvWorker {
             ..Transition::default()
         };
         if self.cluster.is_some() {
-            self.apply_objects(p, plan, force, &mut t).await?;
+            self.apply_objects(p, plan, sending, &mut t).await?;
             if t.errors.is_empty() {
                 self.prune(plan, &mut t).await?;
             }
@@ -132,7 +137,7 @@ impl EnvWorker {
         &mut self,
         p: &Prepared,
         plan: &LivePlan,
-        force: bool,
+        sending: Sending,
         t: &mut Transition,
     ) -> Result<(), ReconcileError> {
         let Some(cluster) = &self.cluster else {
@@ -149,8 +154,15 @@ impl EnvWorker {
         if to_apply.is_empty() {
             return Ok(());
         }
-        let (applied, failures) =
-            kapply::apply_all(cluster, &to_apply, self.cfg.apply_concurrency, force).await;
+        let concurrency = self.cfg.apply_concurrency;
+        let (applied, failures) = match sending {
+            Sending::Validated { force } => {
+                kapply::apply_all(cluster, &to_apply, concurrency, force).await
+            }
+            Sending::Creating => kapply::create_all(cluster, &to_apply, concurrency).await,
+        };
+        t.sent.extend(applied.iter().map(|a| a.key.clone()));
+        t.refused = sending == Sending::Creating && !failures.is_empty();
         let index: HashMap<&ObjectKey, usize> = p
             .manifests
             .iter()

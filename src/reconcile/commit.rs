@@ -77,13 +77,19 @@ impl EnvWorker {
             let record = rejected(from, started, vec![error], vec![message]);
             return self.finish(mirror, head, record).await;
         }
+        let sending = self.sending(&p, &plan, previous);
         if let Validated::Rejected { errors, messages } =
-            self.validate(mirror, &p, &plan, previous).await?
+            self.validate(mirror, &p, &plan, previous, sending).await?
         {
             let record = rejected(from, started, errors, messages);
             return self.finish(mirror, head, record).await;
         }
-        let t = self.converge(mirror, &p, &plan, false, &removed).await?;
+        let t = self.converge(mirror, &p, &plan, sending, &removed).await?;
+        if t.refused {
+            let (errors, messages) = self.undo_creates(&p, &plan, &t).await;
+            let record = rejected(from, started, errors, messages);
+            return self.finish(mirror, head, record).await;
+        }
         let mut record = Record::new(Outcome::Healthy, from, started);
         record.counts = t.counts.clone();
         record.buckets =

@@ -71,7 +71,8 @@ impl EnvWorker {
             });
         }
         tracing::warn!(env = %env, commit = %commit, objects, first = %names[0], "drift found; correcting");
-        let t = self.converge(mirror, &p, &plan, true, &[]).await?;
+        let sending = super::first::Sending::Validated { force: true };
+        let t = self.converge(mirror, &p, &plan, sending, &[]).await?;
         let corrected = t.errors.is_empty();
         if !corrected {
             tracing::warn!(env = %env, commit = %commit, errors = t.errors.len(), first = %super::record::summarize(&t.errors), "drift not corrected");

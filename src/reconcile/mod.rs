@@ -15,6 +15,7 @@ mod commit;
 pub mod daemon;
 pub mod decide;
 mod drift;
+mod first;
 mod health;
 pub mod http_check;
 mod prepare;

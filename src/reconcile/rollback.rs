@@ -26,7 +26,8 @@ impl EnvWorker {
     ) -> Result<Verdict, ReconcileError> {
         let plan = self.plan(p, self.cfg.prune).await?;
         let removed = self.removed_buckets(mirror, from, p).await?;
-        let t = self.converge(mirror, p, &plan, false, &removed).await?;
+        let sending = super::first::Sending::Validated { force: false };
+        let t = self.converge(mirror, p, &plan, sending, &removed).await?;
         if !t.errors.is_empty() {
             return Ok(Verdict::Unhealthy(t.errors));
         }

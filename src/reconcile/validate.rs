@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::apply::clone_error;
 use super::decide::LivePlan;
+use super::first::Sending;
 use super::prepare::Prepared;
 use super::record::failure_errors;
 use super::source;
@@ -44,6 +45,7 @@ impl EnvWorker {
         p: &Prepared,
         plan: &LivePlan,
         previous: Option<Oid>,
+        sending: Sending,
     ) -> Result<Validated, ReconcileError> {
         let errors = self.validate_buckets(p).await?;
         if !errors.is_empty() {
@@ -51,6 +53,10 @@ impl EnvWorker {
                 errors,
                 messages: Vec::new(),
             });
+        }
+        // A first apply's creates are checked by the creates themselves (`first`).
+        if sending == Sending::Creating {
+            return Ok(Validated::Valid);
         }
         let Some(cluster) = &self.cluster else {
             return Ok(Validated::Valid);
