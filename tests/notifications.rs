@@ -1,7 +1,8 @@
 //! Notifications (issue 15): `gitopsd run` reports a rejected commit to the testbed's real
-//! Alertmanager (read back through its API v2) and resolves the alert after a good commit; a
-//! Slack-format webhook reaches a receiver the test runs itself (the peer), with the header from
-//! `headers_file`, which never shows in the log. Alert latency is printed, never asserted.
+//! Alertmanager (read back through its API v2), a restarted daemon re-opens the alert from git,
+//! and a good commit resolves it; a Slack-format webhook reaches a receiver the test runs itself
+//! (the peer), with the header from `headers_file`, which never shows in the log. Alert latency
+//! is printed, never asserted.
 //!
 //! Each test has its own repository, namespace and environment name (the alerts are filtered by
 //! the `environment` label), so tests run in parallel with others on the same testbed.
@@ -60,8 +61,27 @@ async fn active_alerts(am: &str, env: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Posts `alert` back to Alertmanager as resolved (endsAt = now), as the test's own client.
+async fn resolve_by_hand(am: &str, alert: &Value) {
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let body = serde_json::json!([{
+        "labels": alert["labels"],
+        "annotations": alert["annotations"],
+        "startsAt": alert["startsAt"],
+        "endsAt": now,
+    }]);
+    let response = reqwest::Client::new()
+        .post(format!("{am}/api/v2/alerts"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post to alertmanager");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rejected_commit_fires_an_alert_in_alertmanager_and_a_good_one_resolves_it() {
+async fn a_rejected_commit_fires_an_alert_a_restart_reopens_it_and_a_good_commit_resolves_it() {
     let tb = require_testbed!();
     let am = tb.alertmanager();
     let f = Fixture::with(tb, "notify-am", |_| {}).await;
@@ -136,6 +156,25 @@ async fn a_rejected_commit_fires_an_alert_in_alertmanager_and_a_good_one_resolve
         visible_at.duration_since(starts).unwrap_or_default(),
         visible_at.duration_since(finished).unwrap_or_default()
     );
+
+    // Restart-safe: with the alert gone from Alertmanager (as if it had expired while gitopsd was
+    // down), a restarted daemon re-opens it from what git says.
+    daemon.kill9();
+    resolve_by_hand(&am, &alert).await;
+    assert!(active_alerts(&am, &f.env.name).await.is_empty());
+    let mut daemon = f.gitopsd.spawn_run();
+    wait_daemon(
+        &mut daemon,
+        "the alert re-opened after a restart",
+        Duration::from_secs(90),
+        || async {
+            active_alerts(&am, &f.env.name)
+                .await
+                .iter()
+                .any(|a| a["annotations"]["commit_full"] == bad.as_str())
+        },
+    )
+    .await;
 
     f.repo.remove("envs/app/bogus.yaml");
     let fixed = f.repo.commit_push("fixed");
