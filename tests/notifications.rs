@@ -359,3 +359,40 @@ fn validate_names_bad_notification_settings_by_key_path() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_adds_alertmanager_reports_the_standing_rejection() {
+    let tb = require_testbed!();
+    let am = tb.alertmanager();
+    let f = Fixture::with(tb, "notify-hup", |_| {}).await;
+    f.repo.write(
+        "envs/app/settings.yaml",
+        &configmap("settings", &[("v", "1")]),
+    );
+    f.repo.write("envs/app/bogus.yaml", BOGUS);
+    let bad = f.repo.commit_push("bogus from the start");
+    let mut daemon = f.gitopsd.spawn_run();
+    wait_outcome(&mut daemon, &f, &bad, Outcome::Rejected).await;
+    assert!(active_alerts(&am, &f.env.name).await.is_empty());
+
+    f.gitopsd.append_config(&format!(
+        "notifications:\n  alertmanager: {{ url: {am} }}\n"
+    ));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    wait_daemon(
+        &mut daemon,
+        "the standing rejection in Alertmanager after SIGHUP",
+        Duration::from_secs(60),
+        || async {
+            active_alerts(&am, &f.env.name).await.iter().any(|a| {
+                a["labels"]["alertname"] == "GitopsdRejected"
+                    && a["annotations"]["commit_full"] == bad.as_str()
+            })
+        },
+    )
+    .await;
+}

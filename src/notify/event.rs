@@ -136,6 +136,22 @@ fn outcome_summary(env: &str, commit: &str, outcome: Outcome, record: Option<&Re
     cap(summary::line(env, &step, record))
 }
 
+fn drift_alert(env: &str, commit: &str, objects: usize, corrected: bool) -> Alert {
+    let how = if corrected {
+        "corrected"
+    } else {
+        "left as found (drift: report)"
+    };
+    Alert {
+        problem: Problem::Drift,
+        commit: commit.to_string(),
+        summary: format!(
+            "{env}: {objects} objects differ from {} in the cluster; {how}",
+            short(commit)
+        ),
+    }
+}
+
 impl EnvState {
     /// Forgets what is open (the targets changed): the next step re-opens what is true.
     pub fn reset(&mut self) {
@@ -151,6 +167,28 @@ impl EnvState {
                 .values()
                 .any(|a| a.problem != Problem::Drift && a.commit == *commit),
             Step::Converged { .. } | Step::Drift { .. } => false,
+        }
+    }
+
+    /// The alert of a pinned head: its recorded problem, else the one open for it, else `Pinned`.
+    fn pinned_alert(&self, env: &str, step: &Step, commit: &str, record: Option<&Record>) -> Alert {
+        let recorded = record.and_then(|r| Problem::of(r.outcome).map(|p| (p, r)));
+        let kept = self
+            .open
+            .values()
+            .find(|a| a.problem != Problem::Drift && a.commit == commit);
+        match (recorded, kept) {
+            (Some((problem, r)), _) => Alert {
+                problem,
+                commit: commit.to_string(),
+                summary: outcome_summary(env, commit, r.outcome, Some(r)),
+            },
+            (None, Some(a)) => a.clone(),
+            (None, None) => Alert {
+                problem: Problem::Pinned,
+                commit: commit.to_string(),
+                summary: cap(summary::line(env, step, None)),
+            },
         }
     }
 
@@ -191,24 +229,7 @@ impl EnvState {
                 );
             }
             Step::Pinned { commit, .. } => {
-                let recorded = record.and_then(|r| Problem::of(r.outcome).map(|p| (p, r)));
-                let kept = self
-                    .open
-                    .values()
-                    .find(|a| a.problem != Problem::Drift && a.commit == *commit);
-                let alert = match (recorded, kept) {
-                    (Some((problem, r)), _) => Alert {
-                        problem,
-                        commit: commit.clone(),
-                        summary: outcome_summary(env, commit, r.outcome, Some(r)),
-                    },
-                    (None, Some(a)) => a.clone(),
-                    (None, None) => Alert {
-                        problem: Problem::Pinned,
-                        commit: commit.clone(),
-                        summary: cap(summary::line(env, step, None)),
-                    },
-                };
+                let alert = self.pinned_alert(env, step, commit, record);
                 want.insert(alert.problem, alert);
             }
             Step::Drift {
@@ -217,21 +238,9 @@ impl EnvState {
                 corrected,
             } => {
                 want = self.open.clone();
-                let how = if *corrected {
-                    "corrected"
-                } else {
-                    "left as found (drift: report)"
-                };
                 want.insert(
                     Problem::Drift,
-                    Alert {
-                        problem: Problem::Drift,
-                        commit: commit.clone(),
-                        summary: format!(
-                            "{env}: {objects} objects differ from {} in the cluster; {how}",
-                            short(commit)
-                        ),
-                    },
+                    drift_alert(env, commit, *objects, *corrected),
                 );
             }
         }

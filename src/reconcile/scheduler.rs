@@ -169,19 +169,7 @@ pub async fn run(
     sd::extend_timeout(Duration::from_secs(300));
     let mirror = open_mirror(&config).await?;
     let (head_tx, heads) = watch::channel(None);
-    // Not a child of `shutdown`: deliveries drain after the environment tasks have stopped.
-    let notify_parent = CancellationToken::new();
-    let notifier = Notifier::new(Some(Arc::clone(&metrics)));
-    let delivery = notifier
-        .replace(
-            config.notifications.as_ref(),
-            &config.instance(),
-            &notify_parent,
-        )
-        .map_err(|e| ReconcileError::Setup {
-            env: "*".into(),
-            message: e.to_string(),
-        })?;
+    let (notifier, delivery, notify_parent) = start_notifier(&config, &metrics)?;
     let shared = Shared {
         mirror,
         heads,
@@ -245,6 +233,23 @@ pub async fn run(
     endpoints_cancel.cancel();
     let _ = endpoints.await;
     Ok(())
+}
+
+/// The notification targets of `config` (none when not configured) and the token that stops
+/// them: not a child of the shutdown, so deliveries drain after the environment tasks stopped.
+fn start_notifier(
+    config: &HostConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<(Notifier, Option<notify::Delivery>, CancellationToken), ReconcileError> {
+    let parent = CancellationToken::new();
+    let notifier = Notifier::new(Some(Arc::clone(metrics)));
+    let delivery = notifier
+        .replace(config.notifications.as_ref(), &config.instance(), &parent)
+        .map_err(|e| ReconcileError::Setup {
+            env: "*".into(),
+            message: e.to_string(),
+        })?;
+    Ok((notifier, delivery, parent))
 }
 
 /// Signal handling and the metrics/health endpoints.

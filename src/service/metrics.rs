@@ -152,6 +152,16 @@ fn register_build(r: &mut Registry) {
     );
 }
 
+/// `gitopsd_notifications_total{target,result}`.
+fn notifications_family(r: &mut Registry) -> Family<NotifyLabels, Counter> {
+    add(
+        r,
+        "notifications",
+        "Notification requests sent or given up on (failed), and changes dropped on a full queue",
+        None,
+    )
+}
+
 impl Metrics {
     /// Creates and registers every metric, all with the `gitopsd_` prefix.
     pub fn new() -> Arc<Metrics> {
@@ -228,12 +238,7 @@ impl Metrics {
                 "Status records ignored because no trusted key signed them (each counted once per commit)",
                 None,
             ),
-            notifications: add(
-                &mut r,
-                "notifications",
-                "Notification requests sent or given up on (failed), and changes dropped on a full queue",
-                None,
-            ),
+            notifications: notifications_family(&mut r),
             registry: r,
         })
     }
