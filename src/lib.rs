@@ -21,6 +21,8 @@
 //! - `s3` (apply, health): bucket configuration and object sync through the S3 API.
 //! - `status` (record): note records per commit and environment: format, parse, merge, sign
 //!   and verify (only records a trusted key signed are believed).
+//! - `notify` (after record): each environment's outcome as alerts that open and resolve, for
+//!   Alertmanager (API v2) and webhooks, delivered off the environment tasks with bounded retries.
 //! - `reconcile`: the stages above as one pass per environment (decide, prepare, validate,
 //!   apply, health, rollback, record) and the scheduler that runs them.
 //! - `preview`: the same flow without applying, for a pull request: Markdown or JSON.
@@ -35,6 +37,7 @@ pub mod confine;
 pub mod git;
 pub mod k8s;
 pub mod manifest;
+pub mod notify;
 pub mod plan;
 pub mod preview;
 pub mod reconcile;

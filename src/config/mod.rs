@@ -19,12 +19,16 @@ use crate::schema::{Checker, Lines};
 mod bounds;
 mod checks;
 mod limits;
+mod notifications;
 mod trust;
 
 pub use crate::schema::Problem;
 pub use bounds::{DecryptionConfig, DeniedKind};
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
 pub use limits::LimitsConfig;
+pub use notifications::{
+    AlertmanagerConfig, NotificationsConfig, WebhookConfig, WebhookFormat, read_headers,
+};
 
 /// Default notes ref for outcomes.
 pub const DEFAULT_NOTES_REF: &str = "refs/notes/gitopsd";
@@ -115,6 +119,9 @@ pub struct HostConfig {
     /// Content limits for every environment (bytes, documents, objects).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where problems are reported (Alertmanager, webhooks); none when unset.
+    #[serde(default)]
+    pub notifications: Option<NotificationsConfig>,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at

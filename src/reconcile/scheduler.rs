@@ -17,6 +17,7 @@ use super::source::git;
 use super::{EnvWorker, ReconcileError, Step, backoff};
 use crate::config::{EnvironmentConfig, HostConfig};
 use crate::git::{Mirror, Oid};
+use crate::notify::{self, Notifier};
 use crate::service::{self, Heartbeat, Metrics, Readiness, Signal, sd};
 
 /// Live-cache changes are collected this long before a drift check, so a burst is one pass.
@@ -31,6 +32,7 @@ struct Shared {
     heads: watch::Receiver<Option<Oid>>,
     heartbeat: Arc<Heartbeat>,
     metrics: Arc<Metrics>,
+    notifier: Notifier,
     poll: Duration,
 }
 
@@ -81,6 +83,7 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
     let mut changes = worker.live_changes();
     let mut failures = 0u32;
     let mut retry_at = Some(Instant::now());
+    let mut tracker = notify::Tracker::default();
     loop {
         let buckets_at = worker.next_bucket_check();
         tokio::select! {
@@ -99,6 +102,7 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
             Ok(step) => {
                 failures = 0;
                 sd::status(&format!("{env}: {}", describe(&step)));
+                notify_step(&shared, &worker, &mut tracker, &step).await;
                 // A superseded commit: plan the newer head at once.
                 if matches!(
                     step,
@@ -125,6 +129,30 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
     tracing::debug!(env = %env, "environment task stopped");
 }
 
+/// Tells the notifier about `step`, reading the head's record only when it needs it.
+async fn notify_step(
+    shared: &Shared,
+    worker: &EnvWorker,
+    tracker: &mut notify::Tracker,
+    step: &Step,
+) {
+    let record = if shared.notifier.wants_record(tracker, step) {
+        let commit = notify::event::commit_of(step);
+        match worker.history(&shared.mirror).await {
+            Ok(h) => h.records.get(commit).cloned(),
+            Err(e) => {
+                tracing::debug!(env = %worker.name(), error = %e, "record not read for the notification");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    shared
+        .notifier
+        .observe(worker.name(), tracker, step, record.as_ref());
+}
+
 /// Runs the daemon until a shutdown signal (or `shutdown` is cancelled).
 pub async fn run(
     config_path: std::path::PathBuf,
@@ -141,11 +169,13 @@ pub async fn run(
     sd::extend_timeout(Duration::from_secs(300));
     let mirror = open_mirror(&config).await?;
     let (head_tx, heads) = watch::channel(None);
+    let (notifier, delivery, notify_parent) = start_notifier(&config, &metrics)?;
     let shared = Shared {
         mirror,
         heads,
         heartbeat: Arc::clone(&heartbeat),
         metrics: Arc::clone(&metrics),
+        notifier,
         poll: config.repository.poll,
     };
     let tasks_cancel = shutdown.child_token();
@@ -173,6 +203,8 @@ pub async fn run(
         head_tx,
         trigger_tx,
         readiness,
+        delivery,
+        notify_parent,
         failures: 0,
         next_fetch: Instant::now(),
     };
@@ -192,12 +224,32 @@ pub async fn run(
     }
     sd::stopping();
     stop_tasks(d.tasks, d.config.shutdown_grace).await;
+    if let Some(delivery) = d.delivery {
+        delivery.stop().await;
+    }
     d.previews.0.cancel();
     let _ = d.previews.1.await;
     watchdog_cancel.cancel();
     endpoints_cancel.cancel();
     let _ = endpoints.await;
     Ok(())
+}
+
+/// The notification targets of `config` (none when not configured) and the token that stops
+/// them: not a child of the shutdown, so deliveries drain after the environment tasks stopped.
+fn start_notifier(
+    config: &HostConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<(Notifier, Option<notify::Delivery>, CancellationToken), ReconcileError> {
+    let parent = CancellationToken::new();
+    let notifier = Notifier::new(Some(Arc::clone(metrics)));
+    let delivery = notifier
+        .replace(config.notifications.as_ref(), &config.instance(), &parent)
+        .map_err(|e| ReconcileError::Setup {
+            env: "*".into(),
+            message: e.to_string(),
+        })?;
+    Ok((notifier, delivery, parent))
 }
 
 /// Signal handling and the metrics/health endpoints.
@@ -236,9 +288,12 @@ struct Fetcher {
     head_tx: watch::Sender<Option<Oid>>,
     trigger_tx: mpsc::Sender<()>,
     /// Kept alive: it triggers a fetch when a local repository's refs change.
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<::notify::RecommendedWatcher>,
     previews: (CancellationToken, JoinHandle<()>),
     readiness: Arc<Readiness>,
+    /// The notification targets' tasks, rebuilt when a reload changes `notifications:`.
+    delivery: Option<notify::Delivery>,
+    notify_parent: CancellationToken,
     failures: u32,
     next_fetch: Instant,
 }
@@ -289,6 +344,7 @@ impl Fetcher {
                 )
                 .ok()
                 .flatten();
+                self.reload_notifications(&new_config).await;
                 self.config = new_config;
                 self.previews.0.cancel();
                 let old =
@@ -303,6 +359,34 @@ impl Fetcher {
         sd::ready();
         // Fetch at once: the new config may point elsewhere.
         self.next_fetch = Instant::now();
+    }
+}
+
+impl Fetcher {
+    /// Rebuilds the notification targets when their config (or the instance) changed; a
+    /// config whose targets cannot be set up keeps the previous ones.
+    async fn reload_notifications(&mut self, new: &HostConfig) {
+        if new.notifications == self.config.notifications
+            && new.instance() == self.config.instance()
+        {
+            return;
+        }
+        let replaced = self.shared.notifier.replace(
+            new.notifications.as_ref(),
+            &new.instance(),
+            &self.notify_parent,
+        );
+        match replaced {
+            Ok(delivery) => {
+                tracing::info!(enabled = delivery.is_some(), "notification targets rebuilt");
+                if let Some(old) = std::mem::replace(&mut self.delivery, delivery) {
+                    old.stop().await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notification targets not usable; keeping the previous ones")
+            }
+        }
     }
 }
 

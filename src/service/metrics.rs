@@ -41,6 +41,10 @@ pub const UNTRUSTED: &[&str] = &["unsigned", "bad-signature", "unknown-key"];
 /// recorded as `other`.
 pub const ACTIONS: &[&str] = &["create", "update", "delete"];
 
+/// `target` and `result` labels of `gitopsd_notifications_total`.
+pub const NOTIFY_TARGETS: &[&str] = &["alertmanager", "webhook"];
+pub const NOTIFY_RESULTS: &[&str] = &["sent", "failed", "dropped"];
+
 fn closed_set(value: &str, allowed: &[&'static str]) -> &'static str {
     allowed
         .iter()
@@ -76,6 +80,12 @@ struct ReasonLabels {
 struct ActionLabels {
     environment: String,
     action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    target: &'static str,
+    result: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -124,6 +134,7 @@ pub struct Metrics {
     notes_push_retries: Counter,
     transient_retries: Family<StageLabels, Counter>,
     untrusted_notes: Family<ReasonLabels, Counter>,
+    notifications: Family<NotifyLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +150,16 @@ fn register_build(r: &mut Registry) {
         "gitopsd build information",
         Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
+}
+
+/// `gitopsd_notifications_total{target,result}`.
+fn notifications_family(r: &mut Registry) -> Family<NotifyLabels, Counter> {
+    add(
+        r,
+        "notifications",
+        "Notification requests sent or given up on (failed), and changes dropped on a full queue",
+        None,
+    )
 }
 
 impl Metrics {
@@ -217,6 +238,7 @@ impl Metrics {
                 "Status records ignored because no trusted key signed them (each counted once per commit)",
                 None,
             ),
+            notifications: notifications_family(&mut r),
             registry: r,
         })
     }
@@ -307,6 +329,16 @@ impl Metrics {
             .inc();
     }
 
+    /// A notification to `target` ended with `result` (see [`NOTIFY_RESULTS`]).
+    pub fn notification(&self, target: &str, result: &str) {
+        self.notifications
+            .get_or_create(&NotifyLabels {
+                target: closed_set(target, NOTIFY_TARGETS),
+                result: closed_set(result, NOTIFY_RESULTS),
+            })
+            .inc();
+    }
+
     /// A notes push needed `retries` additional attempts.
     pub fn notes_push_retries(&self, retries: u64) {
         self.notes_push_retries.inc_by(retries);
@@ -364,6 +396,8 @@ mod tests {
         m.git_fetch(0.2, true);
         m.git_fetch(3.0, false);
         m.notes_push_retries(2);
+        m.notification("alertmanager", "sent");
+        m.notification("webhook", "dropped");
         let text = m.encode();
         assert!(text.ends_with("# EOF\n"));
 
@@ -401,6 +435,14 @@ mod tests {
             ("gitopsd_git_fetch_duration_seconds_count", "2"),
             ("gitopsd_git_fetch_failures_total", "1"),
             ("gitopsd_notes_push_retries_total", "2"),
+            (
+                "gitopsd_notifications_total{target=\"alertmanager\",result=\"sent\"}",
+                "1",
+            ),
+            (
+                "gitopsd_notifications_total{target=\"webhook\",result=\"dropped\"}",
+                "1",
+            ),
         ];
         for (series, value) in expect {
             let line = sample_line(&text, &format!("{series} "))

@@ -371,6 +371,13 @@ impl Gitopsd {
         self.dir.path()
     }
 
+    /// Appends top-level keys (e.g. `notifications:`) to the host config.
+    pub fn append_config(&self, yaml: &str) {
+        let mut text = self.config_text();
+        text.push_str(yaml);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     pub fn config_text(&self) -> String {
         std::fs::read_to_string(&self.config).unwrap()
     }

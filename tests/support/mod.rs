@@ -125,6 +125,20 @@ impl Testbed {
         }
     }
 
+    /// Base URL of the testbed's Alertmanager (GITOPSD_TEST_ALERTMANAGER). A testbed started
+    /// before env.sh exported it is accepted with the variable exported by hand instead.
+    pub fn alertmanager(&self) -> String {
+        match self.vars.get("GITOPSD_TEST_ALERTMANAGER") {
+            Some(url) => url.clone(),
+            None => std::env::var("GITOPSD_TEST_ALERTMANAGER").unwrap_or_else(|_| {
+                panic!(
+                    "{} does not export GITOPSD_TEST_ALERTMANAGER (restart the testbed, or export it)",
+                    self.env_file.display()
+                )
+            }),
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         PathBuf::from(self.env("GITOPSD_TESTBED_ROOT"))
     }

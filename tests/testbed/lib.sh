@@ -11,7 +11,7 @@ TB_RUN="$TB/run"         # pid files: <name>.pid holds the pid, <name>.exe the e
 TB_ENV="$TB/env.sh"
 TB_GIT_USER=gitopsd-git  # system user that owns the served repositories (sshd logs in as it; lighttpd runs as it)
 # Components in start order; down stops them in reverse.
-TB_COMPONENTS="etcd moto versitygw lighttpd sshd kube-apiserver kube-controller-manager kube-scheduler kwok"
+TB_COMPONENTS="etcd moto versitygw lighttpd sshd kube-apiserver kube-controller-manager kube-scheduler kwok alertmanager"
 
 tb_log() { printf '[testbed] %s\n' "$*" >&2; }
 tb_die() { printf '[testbed] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -10,5 +10,6 @@ KUSTOMIZE_VERSION=v5.8.2    # v5.8.3 needs go 1.27; sigs.k8s.io/kustomize/kustom
 HELM_VERSION=v4.3.1         # helm.sh/helm/v4 (kustomize's --helm-command)
 SOPS_VERSION=v3.13.3         # github.com/getsops/sops/v3 (cmd/sops: encrypts the SOPS test fixtures)
 FLUX_VERSION=v1.9.6           # github.com/fluxcd/{source,kustomize}-controller (tests/bench/flux); v1.10.x needs go 1.27
+ALERTMANAGER_VERSION=v0.35.0  # github.com/prometheus/alertmanager (cmd/alertmanager: the notifications' peer)
 MOTO_VERSION=5.1.22          # PyPI moto[server] (primary S3 server); 5.2.x breaks GetBucketVersioning for aws-sdk-rust
 TESTBED_CACHE="${GITOPSD_TESTBED_CACHE:-$HOME/.cache/gitopsd-testbed}"

@@ -41,6 +41,9 @@ impl HostConfig {
             environment::check_all(&self.environments, c)
         });
         trust::check(self, c);
+        if let Some(n) = &self.notifications {
+            c.at("notifications", |c| n.check(c));
+        }
         if let Some(p) = &self.previews {
             if let Err(e) = globset::Glob::new(&p.refs) {
                 c.problem_at("previews.refs", format!("invalid glob: {e}"));
