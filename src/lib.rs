@@ -23,6 +23,8 @@
 //!   and verify (only records a trusted key signed are believed).
 //! - `reconcile`: the stages above as one pass per environment (decide, prepare, validate,
 //!   apply, health, rollback, record) and the scheduler that runs them.
+//! - `ha` (shell): with `ha:`, a Lease per environment in its cluster picks the one host that
+//!   reconciles it; the term of leadership fences applies and note pushes.
 //! - `preview`: the same flow without applying, for a pull request: Markdown or JSON.
 //! - `service` (shell): systemd notify and watchdog, signals, metrics and health endpoints.
 //!
@@ -33,6 +35,7 @@
 pub mod config;
 pub mod confine;
 pub mod git;
+pub mod ha;
 pub mod k8s;
 pub mod manifest;
 pub mod plan;

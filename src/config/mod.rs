@@ -18,12 +18,14 @@ use crate::schema::{Checker, Lines};
 
 mod bounds;
 mod checks;
+mod ha;
 mod limits;
 mod trust;
 
 pub use crate::schema::Problem;
 pub use bounds::{DecryptionConfig, DeniedKind};
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
+pub use ha::{HaConfig, MIN_LEASE_DURATION};
 pub use limits::LimitsConfig;
 
 /// Default notes ref for outcomes.
@@ -115,6 +117,9 @@ pub struct HostConfig {
     /// Content limits for every environment (bytes, documents, objects).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Several hosts share the environments; a Lease per environment picks the one that acts.
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at

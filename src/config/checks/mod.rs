@@ -41,6 +41,17 @@ impl HostConfig {
             environment::check_all(&self.environments, c)
         });
         trust::check(self, c);
+        if let Some(ha) = &self.ha {
+            ha.check(c);
+            for (i, env) in self.environments.iter().enumerate() {
+                if env.kubernetes.is_none() {
+                    c.problem_at(
+                        &format!("environments[{i}].kubernetes"),
+                        "required with ha: the environment's Lease lives in its cluster",
+                    );
+                }
+            }
+        }
         if let Some(p) = &self.previews {
             if let Err(e) = globset::Glob::new(&p.refs) {
                 c.problem_at("previews.refs", format!("invalid glob: {e}"));

@@ -1,0 +1,178 @@
+//! Reads and writes of one environment's Lease (`coordination.k8s.io/v1`) with optimistic
+//! concurrency: every write is a create or a replace carrying the resourceVersion that was
+//! read, so of two hosts racing for the same Lease exactly one write succeeds.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
+use kube::api::PostParams;
+
+use super::decide::Seen;
+use crate::k8s::KubeError;
+
+/// One Lease, as this host's candidate sees it.
+pub struct LeaseClient {
+    api: Api<Lease>,
+    namespace: String,
+    name: String,
+    identity: String,
+    duration_secs: i32,
+}
+
+/// A write lost to another host's (a 409 conflict or an existing Lease): read again.
+pub struct Conflict;
+
+impl LeaseClient {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: std::time::Duration,
+    ) -> LeaseClient {
+        LeaseClient {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            duration_secs: i32::try_from(duration.as_secs()).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// `Lease NAMESPACE/NAME`, for errors and logs.
+    pub fn object(&self) -> String {
+        format!("Lease {}/{}", self.namespace, self.name)
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub async fn read(&self) -> Result<Option<Lease>, KubeError> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| KubeError::from_kube(&self.object(), "get", e))
+    }
+
+    /// Creates the Lease held by this host.
+    pub async fn create(&self) -> Result<Result<Lease, Conflict>, KubeError> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(
+                    [("app.kubernetes.io/managed-by".into(), "gitopsd".into())]
+                        .into_iter()
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(self.held(0)),
+        };
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(l) => Ok(Ok(l)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(Conflict)),
+            Err(e) => Err(KubeError::from_kube(&self.object(), "create", e)),
+        }
+    }
+
+    /// Takes `lease` (read just before) for this host: a new term.
+    pub async fn acquire(&self, mut lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+        let transitions = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .unwrap_or(0);
+        lease.spec = Some(self.held(transitions.saturating_add(1)));
+        self.replace(lease).await
+    }
+
+    /// Renews `lease`, which names this host.
+    pub async fn renew(&self, mut lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.renew_time = Some(MicroTime(now()));
+        spec.lease_duration_seconds = Some(self.duration_secs);
+        self.replace(lease).await
+    }
+
+    /// Clears the holder (graceful shutdown), so a standby takes over without waiting.
+    pub async fn release(&self, mut lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+        self.replace(lease).await
+    }
+
+    async fn replace(&self, lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(l) => Ok(Ok(l)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(Conflict)),
+            Err(e) => Err(KubeError::from_kube(&self.object(), "update", e)),
+        }
+    }
+
+    fn held(&self, transitions: i32) -> LeaseSpec {
+        let now = MicroTime(now());
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.duration_secs),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// The parts of `lease` the decision looks at.
+pub fn seen(lease: &Lease) -> Seen {
+    let spec = lease.spec.clone().unwrap_or_default();
+    Seen {
+        holder: spec.holder_identity,
+        renew_time: spec.renew_time.map(|t| t.0.to_string()),
+        transitions: spec.lease_transitions.unwrap_or(0),
+    }
+}
+
+/// The Lease name of `env` of `instance`: `gitopsd-<instance>-<env>` when that is a DNS label,
+/// else a shortened form with a hash, so every environment has its own stable, valid name.
+pub fn lease_name(instance: &str, env: &str) -> String {
+    let plain = format!("gitopsd-{instance}-{env}").to_ascii_lowercase();
+    if crate::config::is_dns_label(&plain) {
+        return plain;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{instance}/{env}").as_bytes());
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let safe: String = plain
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("{}-{hex}", safe.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_names_are_dns_labels() {
+        assert_eq!(lease_name("infra", "dev"), "gitopsd-infra-dev");
+        let long = lease_name("gitopsd-0123456789", &"e".repeat(60));
+        assert!(crate::config::is_dns_label(&long), "{long}");
+        assert_ne!(long, lease_name("gitopsd-0123456789", &"e".repeat(61)));
+        let odd = lease_name("infra", "Dev_1");
+        assert!(crate::config::is_dns_label(&odd), "{odd}");
+    }
+}
