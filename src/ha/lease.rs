@@ -144,10 +144,15 @@ pub fn seen(lease: &Lease) -> Seen {
     }
 }
 
-/// The Lease name of `env` of `instance`: `gitopsd-<instance>-<env>` when that is a DNS label,
-/// else a shortened form with a hash, so every environment has its own stable, valid name.
+/// The Lease name of `env` of `instance`: `gitopsd-<instance>-<env>` (the prefix once, a
+/// derived instance has it already) when that is a DNS label, else a shortened form with a
+/// hash, so every environment has its own stable, valid name.
 pub fn lease_name(instance: &str, env: &str) -> String {
-    let plain = format!("gitopsd-{instance}-{env}").to_ascii_lowercase();
+    let plain = match instance.starts_with("gitopsd-") {
+        true => format!("{instance}-{env}"),
+        false => format!("gitopsd-{instance}-{env}"),
+    }
+    .to_ascii_lowercase();
     if crate::config::is_dns_label(&plain) {
         return plain;
     }
@@ -169,6 +174,10 @@ mod tests {
     #[test]
     fn lease_names_are_dns_labels() {
         assert_eq!(lease_name("infra", "dev"), "gitopsd-infra-dev");
+        assert_eq!(
+            lease_name("gitopsd-d3bac6d95e", "dev"),
+            "gitopsd-d3bac6d95e-dev"
+        );
         let long = lease_name("gitopsd-0123456789", &"e".repeat(60));
         assert!(crate::config::is_dns_label(&long), "{long}");
         assert_ne!(long, lease_name("gitopsd-0123456789", &"e".repeat(61)));

@@ -171,6 +171,8 @@ impl Elector {
     pub async fn run(self, terms: watch::Sender<Option<Arc<Term>>>, stop: CancellationToken) {
         let mut memo = Memo::default();
         let mut term: Option<Arc<Term>> = None;
+        // The holder last reported as leading in our place (logged once per holder).
+        let mut other: Option<String> = None;
         loop {
             let sent = Instant::now();
             let looked = tokio::select! {
@@ -183,11 +185,16 @@ impl Elector {
             };
             let next = match looked {
                 Ok(Ok(Looked::Holding { transitions, fresh })) => {
+                    other = None;
                     self.hold(&mut term, &terms, transitions, fresh, sent);
                     sent + self.timing.retry
                 }
                 Ok(Ok(Looked::StandBy { holder, recheck })) => {
                     self.lose(&mut term, &terms, &format!("held by {holder}"));
+                    if other.as_ref() != Some(&holder) {
+                        tracing::info!(env = %self.env, lease = %self.lease.object(), holder = %holder, "standing by");
+                        other = Some(holder);
+                    }
                     recheck.min(Instant::now() + self.timing.retry)
                 }
                 Ok(Ok(Looked::Raced)) => Instant::now() + Duration::from_millis(100),
