@@ -313,6 +313,14 @@ async fn two_hosts_apply_each_commit_exactly_once() {
     let by_standby = p.applies_by(&standby.user).await;
     assert_eq!(by_leader.len(), 3, "one apply per commit: {by_leader:#?}");
     assert!(by_standby.is_empty(), "the standby wrote: {by_standby:#?}");
+    let status = standby.gitopsd.cmd("status", &[]);
+    status.assert_success("status on the standby");
+    assert!(
+        status
+            .stdout
+            .contains(&format!("lease: held by {} (", leader.identity)),
+        "{status}"
+    );
     eprintln!(
         "ha: leader {}, {} applies for 3 commits, standby {} none",
         leader.identity,

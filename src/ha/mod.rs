@@ -319,6 +319,34 @@ impl Elector {
     }
 }
 
+/// `env`'s Lease as its cluster has it now, for `gitopsd status`: holder (or null when free),
+/// transitions and renewTime, or why it cannot be read.
+pub async fn lease_status(
+    client: kube::Client,
+    ha: &crate::config::HaConfig,
+    instance: &str,
+    env: &str,
+) -> serde_json::Value {
+    let name = lease::lease_name(instance, env);
+    let lease = LeaseClient::new(
+        client,
+        &ha.lease_namespace,
+        &name,
+        &ha.identity(),
+        ha.lease_duration,
+    );
+    match lease.read().await {
+        Ok(Some(l)) => {
+            let seen = lease::seen(&l);
+            serde_json::json!({"name": name, "holder": seen.holder.filter(|h| !h.is_empty()),
+                "transitions": seen.transitions, "renew_time": seen.renew_time,
+                "this_host": ha.identity()})
+        }
+        Ok(None) => serde_json::json!({"name": name, "holder": null, "this_host": ha.identity()}),
+        Err(e) => serde_json::json!({"name": name, "error": e.to_string()}),
+    }
+}
+
 /// Resolves when `term`'s validity runs out (never without a term).
 async fn expiry(term: &Option<Arc<Term>>) {
     match term {
