@@ -438,3 +438,33 @@ async fn a_partitioned_leader_never_applies_again_after_healing() {
         eprintln!("host-a: {line}");
     }
 }
+
+/// SIGTERM of the leader: it finishes its step and releases the Lease, so the standby takes over
+/// without waiting for the Lease to expire.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_releases_the_lease_to_the_standby() {
+    if support::testbed().is_none() {
+        return;
+    }
+    let p = Pair::new("ha-term", None, |_| {}).await;
+    let c1 = p.push("1");
+    let mut a = p.a.gitopsd.spawn_run();
+    wait_leading(&mut a).await;
+    p.wait_healthy(&mut a, &c1, Duration::from_secs(90)).await;
+    let mut b = p.b.gitopsd.spawn_run();
+    wait_log(&mut b, "standing by", Duration::from_secs(30)).await;
+    let stopped = Instant::now();
+    let exit = a.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "{}", a.log_tail());
+    assert!(a.log_text().contains("lease released"), "{}", a.log_tail());
+    wait_leading(&mut b).await;
+    let handover = stopped.elapsed();
+    eprintln!("ha: SIGTERM of the leader → the standby leads: {handover:?}");
+    assert!(
+        handover < LEASE,
+        "released, not expired: the standby took {handover:?}"
+    );
+    let c2 = p.push("2");
+    p.wait_healthy(&mut b, &c2, Duration::from_secs(60)).await;
+    assert_eq!(p.applies_by(&p.b.user).await.len(), 1);
+}

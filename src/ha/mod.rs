@@ -173,6 +173,9 @@ impl Elector {
         let mut term: Option<Arc<Term>> = None;
         // The holder last reported as leading in our place (logged once per holder).
         let mut other: Option<String> = None;
+        if let Some(m) = &self.metrics {
+            m.leader(&self.env, false);
+        }
         loop {
             let sent = Instant::now();
             let looked = tokio::select! {
