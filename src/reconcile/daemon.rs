@@ -166,7 +166,10 @@ pub async fn once(
         let mirror = Arc::clone(&mirror);
         let cancel = cancel.clone();
         async move {
-            let step = w.reconcile(&mirror, head, &cancel).await;
+            let step = match super::leader::once_allowed(w, config).await {
+                Ok(()) => w.reconcile(&mirror, head, &cancel).await,
+                Err(e) => Err(e),
+            };
             (w.name().to_string(), step)
         }
     }))

@@ -26,6 +26,38 @@ pub(super) fn elector(worker: &EnvWorker, shared: &Shared) -> Option<Elector> {
     ))
 }
 
+/// `gitopsd once` with `ha:` takes no Lease: it refuses an environment whose Lease names
+/// another host, so a pass by hand cannot run beside that host's daemon.
+pub(super) async fn once_allowed(
+    worker: &EnvWorker,
+    config: &crate::config::HostConfig,
+) -> Result<(), super::ReconcileError> {
+    let (Some(ha), Some(cluster)) = (&config.ha, &worker.cluster) else {
+        return Ok(());
+    };
+    let lease = crate::ha::lease_status(
+        cluster.client().clone(),
+        ha,
+        &config.instance(),
+        worker.name(),
+    )
+    .await;
+    let holder = lease["holder"].as_str().filter(|h| *h != ha.identity());
+    match (holder, lease["error"].as_str()) {
+        (Some(h), _) => Err(super::ReconcileError::Setup {
+            env: worker.name().to_string(),
+            message: format!(
+                "the environment's Lease is held by {h}: run once there, or stop the daemons first"
+            ),
+        }),
+        (None, Some(e)) => Err(super::ReconcileError::Setup {
+            env: worker.name().to_string(),
+            message: format!("cannot read the environment's Lease: {e}"),
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
 /// Stands by, leads when elected, stands by again when the term ends; until `cancel`. The
 /// Lease is released only after the loop has stopped writing.
 pub(super) async fn led_loop(
