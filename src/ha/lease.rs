@@ -1,7 +1,12 @@
 //! Reads and writes of one environment's Lease (`coordination.k8s.io/v1`) with optimistic
 //! concurrency: every write is a create or a replace carrying the resourceVersion that was
-//! read, so of two hosts racing for the same Lease exactly one write succeeds.
+//! read, so of two hosts racing for the same Lease exactly one write succeeds. The three API
+//! calls are behind [`Transport`], so the election loop is tested with paused time against an
+//! in-memory Lease.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Api;
@@ -10,17 +15,71 @@ use kube::api::PostParams;
 use super::decide::Seen;
 use crate::k8s::KubeError;
 
+/// A write lost to another host's (a 409 conflict or an existing Lease): read again.
+pub struct Conflict;
+
+/// What a write returns: the Lease as stored, or a lost race.
+pub type Written = Result<Result<Lease, Conflict>, KubeError>;
+
+/// The API calls on one Lease.
+pub trait Transport: Send + Sync {
+    fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, KubeError>>;
+    fn create(&self, lease: Lease) -> BoxFuture<'_, Written>;
+    /// Replaces the Lease if its resourceVersion is still `lease`'s.
+    fn replace(&self, lease: Lease) -> BoxFuture<'_, Written>;
+}
+
+/// [`Transport`] through the apiserver.
+struct KubeLease {
+    api: Api<Lease>,
+    name: String,
+    object: String,
+}
+
+fn written(object: &str, verb: &'static str, r: Result<Lease, kube::Error>) -> Written {
+    match r {
+        Ok(l) => Ok(Ok(l)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(Conflict)),
+        Err(e) => Err(KubeError::from_kube(object, verb, e)),
+    }
+}
+
+impl Transport for KubeLease {
+    fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, KubeError>> {
+        Box::pin(async move {
+            self.api
+                .get_opt(&self.name)
+                .await
+                .map_err(|e| KubeError::from_kube(&self.object, "get", e))
+        })
+    }
+
+    fn create(&self, lease: Lease) -> BoxFuture<'_, Written> {
+        Box::pin(async move {
+            let r = self.api.create(&PostParams::default(), &lease).await;
+            written(&self.object, "create", r)
+        })
+    }
+
+    fn replace(&self, lease: Lease) -> BoxFuture<'_, Written> {
+        Box::pin(async move {
+            let r = self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await;
+            written(&self.object, "update", r)
+        })
+    }
+}
+
 /// One Lease, as this host's candidate sees it.
 pub struct LeaseClient {
-    api: Api<Lease>,
+    transport: Arc<dyn Transport>,
     namespace: String,
     name: String,
     identity: String,
     duration_secs: i32,
 }
-
-/// A write lost to another host's (a 409 conflict or an existing Lease): read again.
-pub struct Conflict;
 
 impl LeaseClient {
     pub fn new(
@@ -30,8 +89,23 @@ impl LeaseClient {
         identity: &str,
         duration: std::time::Duration,
     ) -> LeaseClient {
-        LeaseClient {
+        let transport = Arc::new(KubeLease {
             api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            object: format!("Lease {namespace}/{name}"),
+        });
+        Self::with_transport(transport, namespace, name, identity, duration)
+    }
+
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: std::time::Duration,
+    ) -> LeaseClient {
+        LeaseClient {
+            transport,
             namespace: namespace.to_string(),
             name: name.to_string(),
             identity: identity.to_string(),
@@ -49,14 +123,11 @@ impl LeaseClient {
     }
 
     pub async fn read(&self) -> Result<Option<Lease>, KubeError> {
-        self.api
-            .get_opt(&self.name)
-            .await
-            .map_err(|e| KubeError::from_kube(&self.object(), "get", e))
+        self.transport.get().await
     }
 
     /// Creates the Lease held by this host.
-    pub async fn create(&self) -> Result<Result<Lease, Conflict>, KubeError> {
+    pub async fn create(&self) -> Written {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -70,15 +141,11 @@ impl LeaseClient {
             },
             spec: Some(self.held(0)),
         };
-        match self.api.create(&PostParams::default(), &lease).await {
-            Ok(l) => Ok(Ok(l)),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(Conflict)),
-            Err(e) => Err(KubeError::from_kube(&self.object(), "create", e)),
-        }
+        self.transport.create(lease).await
     }
 
     /// Takes `lease` (read just before) for this host: a new term.
-    pub async fn acquire(&self, mut lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+    pub async fn acquire(&self, mut lease: Lease) -> Written {
         let transitions = lease
             .spec
             .as_ref()
@@ -89,7 +156,7 @@ impl LeaseClient {
     }
 
     /// Renews `lease`, which names this host.
-    pub async fn renew(&self, mut lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+    pub async fn renew(&self, mut lease: Lease) -> Written {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         spec.renew_time = Some(MicroTime(now()));
         spec.lease_duration_seconds = Some(self.duration_secs);
@@ -97,7 +164,7 @@ impl LeaseClient {
     }
 
     /// Clears the holder (graceful shutdown), so a standby takes over without waiting.
-    pub async fn release(&self, mut lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
+    pub async fn release(&self, mut lease: Lease) -> Written {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         spec.holder_identity = None;
         spec.renew_time = None;
@@ -105,16 +172,8 @@ impl LeaseClient {
         self.replace(lease).await
     }
 
-    async fn replace(&self, lease: Lease) -> Result<Result<Lease, Conflict>, KubeError> {
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(l) => Ok(Ok(l)),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(Conflict)),
-            Err(e) => Err(KubeError::from_kube(&self.object(), "update", e)),
-        }
+    async fn replace(&self, lease: Lease) -> Written {
+        self.transport.replace(lease).await
     }
 
     fn held(&self, transitions: i32) -> LeaseSpec {

@@ -13,6 +13,8 @@
 
 pub mod decide;
 pub mod lease;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -158,10 +160,20 @@ impl Elector {
             &ha.identity(),
             ha.lease_duration,
         );
+        Self::with_lease(env, lease, ha.lease_duration, metrics)
+    }
+
+    /// An elector on `lease` (any [`lease::Transport`]).
+    pub fn with_lease(
+        env: &str,
+        lease: LeaseClient,
+        lease_duration: Duration,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Elector {
         Elector {
             env: env.to_string(),
             lease: Arc::new(lease),
-            timing: Timing::new(ha.lease_duration),
+            timing: Timing::new(lease_duration),
             metrics,
         }
     }
