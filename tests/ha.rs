@@ -489,3 +489,79 @@ async fn sigterm_releases_the_lease_to_the_standby() {
     p.wait_healthy(&mut b, &c2, Duration::from_secs(60)).await;
     assert_eq!(p.applies_by(&p.b.user).await.len(), 1);
 }
+
+/// The `gitopsd-lease` Role and RoleBinding of deploy/kubernetes/rbac.yaml (put into the test's
+/// namespace, for a ServiceAccount of its own) are enough for the Lease calls, and reach no
+/// other Lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_yaml_lease_role_allows_exactly_the_named_leases() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let Some(tb) = support::testbed() else {
+        return;
+    };
+    let admin = tb.kube_client().await;
+    let ns = tb.namespace(&admin, "ha-rbac").await;
+    let name = "gitopsd-infra-main-dev";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rbac.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("namespace: gitopsd-system", &format!("namespace: {ns}"));
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml");
+    let doc = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == "gitopsd-lease")
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} gitopsd-lease in rbac.yaml"))
+    };
+    let role: Role = serde_json::from_value(doc("Role")).unwrap();
+    let binding: RoleBinding = serde_json::from_value(doc("RoleBinding")).unwrap();
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(&Default::default(), &role)
+        .await
+        .expect("create Role");
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(&Default::default(), &binding)
+        .await
+        .expect("create RoleBinding");
+    // The binding's subject, gitopsd, now in the test's namespace.
+    let sas = Api::<ServiceAccount>::namespaced(admin.clone(), &ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "gitopsd"}})).unwrap();
+    sas.create(&Default::default(), &sa)
+        .await
+        .expect("create SA");
+    let req = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            audiences: Some(Vec::new()),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request("gitopsd", &Default::default(), &req)
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    let client = tb.kube_client_with_token(&token).await;
+
+    use gitopsd::ha::lease::LeaseClient;
+    let lease = LeaseClient::new(client.clone(), &ns, name, "host-a", LEASE);
+    // RBAC takes a moment to see the new binding.
+    support::wait_until(
+        "the Lease created as gitopsd",
+        Duration::from_secs(30),
+        || async { matches!(lease.create().await, Ok(Ok(_))) },
+    )
+    .await;
+    let read = lease.read().await.expect("get").expect("the Lease");
+    assert!(matches!(lease.renew(read).await, Ok(Ok(_))), "update");
+    let other = LeaseClient::new(client, &ns, "gitopsd-infra-main-other", "host-a", LEASE);
+    let refused = other
+        .read()
+        .await
+        .expect_err("another Lease is not readable");
+    assert!(refused.to_string().contains("403"), "{refused}");
+}
