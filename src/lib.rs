@@ -25,6 +25,8 @@
 //!   Alertmanager (API v2) and webhooks, delivered off the environment tasks with bounded retries.
 //! - `reconcile`: the stages above as one pass per environment (decide, prepare, validate,
 //!   apply, health, rollback, record) and the scheduler that runs them.
+//! - `ha` (shell): with `ha:`, a Lease per environment in its cluster picks the one host that
+//!   reconciles it; the term of leadership fences applies and note pushes.
 //! - `preview`: the same flow without applying, for a pull request: Markdown or JSON.
 //! - `service` (shell): systemd notify and watchdog, signals, metrics and health endpoints.
 //!
@@ -35,6 +37,7 @@
 pub mod config;
 pub mod confine;
 pub mod git;
+pub mod ha;
 pub mod k8s;
 pub mod manifest;
 pub mod notify;

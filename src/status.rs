@@ -291,6 +291,25 @@ pub fn merge_notes(base: Option<&str>, ours: &str, theirs: Option<&str>) -> Stri
     merged.render()
 }
 
+/// `ours` (a note written here, not pushed yet) with `env`'s section put back as `theirs`
+/// (the remote's) has it: used when this host stopped leading `env`, so a section from its
+/// ended term is never pushed over the new leader's. Empty when nothing of ours is left.
+pub fn revert_section(theirs: Option<&str>, ours: &str, env: &str) -> String {
+    let theirs = theirs.map(Note::parse).unwrap_or_default();
+    let mut note = Note::parse(ours);
+    if note.environments.get(env) == theirs.environments.get(env) {
+        return ours.to_string();
+    }
+    match theirs.environments.get(env) {
+        Some(record) => note.environments.insert(env.to_string(), record.clone()),
+        None => note.environments.remove(env),
+    };
+    if note.environments.is_empty() && note.unparsed.is_none() {
+        return String::new();
+    }
+    note.render()
+}
+
 /// Changes one environment's existing, trusted section in place (e.g. pin, unpin, add a
 /// re-application) and signs it again. Returns `None` when there is no trusted section for `env`
 /// (an untrusted one is never edited: re-signing it would launder it).
@@ -501,6 +520,22 @@ mod tests {
         let ours = merge_section(Some(&base), "dev", &dev);
         let note = Note::parse(&merge_notes(Some(&base), &ours, Some(&theirs)));
         assert_eq!(note.environments["old"], dev2);
+    }
+
+    #[test]
+    fn revert_section_drops_only_the_lost_environment() {
+        let dev = record(Outcome::Healthy, "2026-01-01T00:00:01.000Z");
+        let newer = record(Outcome::Healthy, "2026-01-01T00:00:09.000Z");
+        let prod = record(Outcome::Rejected, "2026-01-01T00:00:02.000Z");
+        let theirs = merge_section(None, "dev", &newer);
+        let ours = merge_section(Some(&merge_section(None, "dev", &dev)), "prod", &prod);
+        let reverted = Note::parse(&revert_section(Some(&theirs), &ours, "dev"));
+        assert_eq!(reverted.environments["dev"], newer);
+        assert_eq!(reverted.environments["prod"], prod);
+        // Nothing of ours left: no note.
+        let only = merge_section(None, "dev", &dev);
+        assert_eq!(revert_section(None, &only, "dev"), "");
+        assert_eq!(revert_section(Some(&only), &only, "dev"), only);
     }
 
     #[test]

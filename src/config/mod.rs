@@ -18,6 +18,7 @@ use crate::schema::{Checker, Lines};
 
 mod bounds;
 mod checks;
+mod ha;
 mod limits;
 mod notifications;
 mod trust;
@@ -25,6 +26,7 @@ mod trust;
 pub use crate::schema::Problem;
 pub use bounds::{DecryptionConfig, DeniedKind};
 pub use checks::{UrlScheme, is_dns_label, url_scheme};
+pub use ha::{HaConfig, MIN_LEASE_DURATION};
 pub use limits::LimitsConfig;
 pub use notifications::{
     AlertmanagerConfig, NotificationsConfig, WebhookConfig, WebhookFormat, read_headers,
@@ -122,6 +124,9 @@ pub struct HostConfig {
     /// Where problems are reported (Alertmanager, webhooks); none when unset.
     #[serde(default)]
     pub notifications: Option<NotificationsConfig>,
+    /// Several hosts share the environments; a Lease per environment picks the one that acts.
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at

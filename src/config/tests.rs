@@ -87,3 +87,31 @@ fn unset_variables_are_reported() {
     );
     assert!(!err.to_string().contains("IN_A_COMMENT"), "{err}");
 }
+
+#[test]
+fn ha_problems_name_their_keys() {
+    let base = "repository: {url: /srv/infra.git}\nstate_dir: /var/lib/gitopsd\ntrust_unsigned_notes: true\nenvironments:\n  - name: dev\n    path: environments/dev\n    kubernetes: {}\n  - name: s3only\n    path: environments/s3\n    s3: {endpoint: 'https://s3.example.com'}\n";
+    let err = load(&format!(
+        "{base}ha: {{lease_namespace: Bad_NS, lease_duration: 1s}}\n"
+    ))
+    .unwrap_err();
+    let ConfigError::Invalid { problems, .. } = err else {
+        panic!("{err}")
+    };
+    let keys: Vec<&str> = problems.0.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "ha.lease_namespace",
+        "ha.lease_duration",
+        "environments[1].kubernetes",
+    ] {
+        assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+    }
+    let ok = load(&format!(
+        "{}ha: {{lease_namespace: gitopsd-system, identity: mgmt-1}}\n",
+        base.split("  - name: s3only").next().unwrap_or_default()
+    ))
+    .unwrap();
+    let ha = ok.ha.unwrap();
+    assert_eq!(ha.identity(), "mgmt-1");
+    assert_eq!(ha.lease_duration, Duration::from_secs(15));
+}

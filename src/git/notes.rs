@@ -263,6 +263,48 @@ impl Mirror {
         self.sync_notes(&repo, Some((commit, update)))
     }
 
+    /// Rewrites every note committed here but not pushed yet as `f(remote text, local text)`
+    /// says (an empty result removes the local note), without touching the remote. Returns
+    /// how many notes changed.
+    pub fn rewrite_pending_notes(
+        &self,
+        f: &dyn Fn(Option<&str>, &str) -> String,
+    ) -> Result<usize, GitError> {
+        let _guard = self.notes_guard()?;
+        let repo = self.repo()?;
+        self.rebuild_local_notes(&repo)?;
+        let local = self.ref_target(&repo, &self.opts.notes_ref)?;
+        let remote = self.ref_target(&repo, REMOTE_NOTES_REF)?;
+        if local == remote {
+            return Ok(0);
+        }
+        let remote_map = self.notes_map(&repo, remote)?;
+        let sig = signature(&self.dir)?;
+        let mut changed = 0;
+        for (commit, blob) in self.notes_map(&repo, local)? {
+            let theirs = remote_map.get(&commit);
+            if theirs == Some(&blob) {
+                continue;
+            }
+            let ours = self.blob_text(&repo, blob)?;
+            let theirs = theirs.map(|b| self.blob_text(&repo, *b)).transpose()?;
+            let new = f(theirs.as_deref(), &ours);
+            if new == ours {
+                continue;
+            }
+            let notes_ref = Some(self.opts.notes_ref.as_str());
+            if new.is_empty() {
+                repo.note_delete(commit, notes_ref, &sig, &sig)
+            } else {
+                repo.note(&sig, &sig, notes_ref, commit, &new, true)
+                    .map(|_| ())
+            }
+            .map_err(GitError::repo("write note", &self.dir))?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// Pushes notes committed locally but not yet accepted by the remote (merging with the
     /// remote). Returns the number of retries.
     pub fn push_pending_notes(&self) -> Result<u32, GitError> {

@@ -119,15 +119,19 @@ impl EnvWorker {
             ..Transition::default()
         };
         if self.cluster.is_some() {
+            self.fence()?;
             self.apply_objects(p, plan, sending, &mut t).await?;
             if t.errors.is_empty() {
+                self.fence()?;
                 self.prune(plan, &mut t).await?;
             }
         }
         if t.errors.is_empty() {
+            self.fence()?;
             self.sync_buckets(mirror, p, &mut t).await?;
         }
         if t.errors.is_empty() {
+            self.fence()?;
             self.delete_buckets(removed_buckets, &mut t).await?;
         }
         Ok(t)

@@ -166,7 +166,10 @@ pub async fn once(
         let mirror = Arc::clone(&mirror);
         let cancel = cancel.clone();
         async move {
-            let step = w.reconcile(&mirror, head, &cancel).await;
+            let step = match super::leader::once_allowed(w, config).await {
+                Ok(()) => w.reconcile(&mirror, head, &cancel).await,
+                Err(e) => Err(e),
+            };
             (w.name().to_string(), step)
         }
     }))
@@ -248,7 +251,7 @@ pub async fn status_report(config: &HostConfig) -> Result<serde_json::Value, Rec
             env.name.clone(),
             serde_json::json!({"last_healthy": healthy, "applied": applied, "last_outcome": last,
                 "pinned": h.pinned, "pending": pending, "last_drift": drift, "untrusted": untrusted,
-                "live": live_health(config, env).await}),
+                "live": live_health(config, env).await, "lease": lease(config, env).await}),
         );
     }
     Ok(serde_json::Value::Object(report))
@@ -268,6 +271,19 @@ async fn live_health(
     };
     match health {
         Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    }
+}
+
+/// With `ha:`, who holds `env`'s Lease now (null without `ha:`).
+async fn lease(config: &HostConfig, env: &crate::config::EnvironmentConfig) -> serde_json::Value {
+    let (Some(ha), Some(k8s)) = (&config.ha, &env.kubernetes) else {
+        return serde_json::Value::Null;
+    };
+    match Cluster::connect(k8s, &config.instance(), env).await {
+        Ok(c) => {
+            crate::ha::lease_status(c.client().clone(), ha, &config.instance(), &env.name).await
+        }
         Err(e) => serde_json::json!({"error": e.to_string()}),
     }
 }

@@ -18,6 +18,7 @@ mod drift;
 mod first;
 mod health;
 pub mod http_check;
+mod leader;
 mod prepare;
 mod record;
 mod rollback;
@@ -60,6 +61,12 @@ pub enum ReconcileError {
     Render(#[from] crate::render::RenderFailure),
     #[error(transparent)]
     Sign(#[from] crate::status::SignError),
+    /// With `ha:`: the term ended (or its Lease could not be read) before a write.
+    #[error("environment {env}: {source}")]
+    Ha {
+        env: String,
+        source: Box<crate::ha::HaError>,
+    },
     #[error("environment {env}: {message}")]
     Setup { env: String, message: String },
     /// A shutdown cut a health wait short: no verdict is recorded; the step is redone on the
@@ -78,6 +85,7 @@ impl ReconcileError {
             ReconcileError::S3(e) => e.is_transient(),
             ReconcileError::Render(e) => render_transient(e),
             ReconcileError::Sign(e) => e.is_transient(),
+            ReconcileError::Ha { source, .. } => source.is_transient(),
             ReconcileError::Setup { .. } | ReconcileError::Interrupted { .. } => false,
         }
     }
@@ -91,6 +99,7 @@ impl ReconcileError {
             ReconcileError::Render(_) => "render",
             ReconcileError::Setup { .. } | ReconcileError::Sign(_) => "setup",
             ReconcileError::Interrupted { .. } => "shutdown",
+            ReconcileError::Ha { .. } => "ha",
         }
     }
 }
@@ -184,6 +193,8 @@ pub struct EnvWorker {
     trust: Arc<Trust>,
     /// Commits whose untrusted record was reported already (reported once).
     untrusted_seen: std::sync::Mutex<BTreeSet<String>>,
+    /// With `ha:`: the term this host leads the environment in; writes are checked against it.
+    term: Option<Arc<crate::ha::Term>>,
 }
 
 impl Drop for EnvWorker {
@@ -225,6 +236,7 @@ impl EnvWorker {
             watches,
             trust,
             untrusted_seen: std::sync::Mutex::default(),
+            term: None,
         }
     }
 
@@ -239,6 +251,39 @@ impl EnvWorker {
             .as_ref()
             .filter(|(c, _)| *c == commit)
             .map(|(_, r)| r.clone())
+    }
+
+    /// Begins (`Some`) or ends (`None`) a term of leadership. At its end what this process
+    /// remembers of its writes is dropped: the next leader may have changed the cluster since.
+    pub fn lead(&mut self, term: Option<Arc<crate::ha::Term>>) {
+        if term.is_none() {
+            self.synced = Synced::new();
+            self.reported_drift.clear();
+            self.prepared = None;
+        }
+        self.term = term;
+    }
+
+    /// Before an apply batch or prune (with `ha:`): still within the term, on this host's clock.
+    fn fence(&self) -> Result<(), ReconcileError> {
+        match &self.term {
+            Some(t) => t.check_local().map_err(|e| ReconcileError::Ha {
+                env: self.cfg.name.clone(),
+                source: Box::new(e),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a note is written and pushed (with `ha:`): the Lease read again is still ours.
+    async fn fence_remote(&self) -> Result<(), ReconcileError> {
+        match &self.term {
+            Some(t) => t.check_remote().await.map_err(|e| ReconcileError::Ha {
+                env: self.cfg.name.clone(),
+                source: Box::new(e),
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn name(&self) -> &str {

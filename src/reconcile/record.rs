@@ -103,6 +103,7 @@ impl EnvWorker {
         self.trust
             .notary
             .sign_record(&commit.to_string(), &env, &mut record)?;
+        self.fence_remote().await?;
         let retries = git(mirror, move |m| {
             m.update_note(commit, &|existing| {
                 status::merge_section(existing, &env, &record)
@@ -134,6 +135,7 @@ impl EnvWorker {
     ) -> Result<(), ReconcileError> {
         let env = self.cfg.name.clone();
         let trust = Arc::clone(&self.trust);
+        self.fence_remote().await?;
         let result = git(mirror, move |m| {
             m.update_note(commit, &|existing| {
                 edited(existing, commit, &env, &trust, &f)

@@ -27,13 +27,15 @@ const BEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// What every environment task shares.
 #[derive(Clone)]
-struct Shared {
-    mirror: Arc<Mirror>,
+pub(super) struct Shared {
+    pub(super) mirror: Arc<Mirror>,
     heads: watch::Receiver<Option<Oid>>,
     heartbeat: Arc<Heartbeat>,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     notifier: Notifier,
     poll: Duration,
+    /// `ha:` and the instance name (the Leases' names), when hosts share the environments.
+    pub(super) ha: Option<(crate::config::HaConfig, String)>,
 }
 
 struct EnvTask {
@@ -46,7 +48,20 @@ fn spawn_env(mut worker: EnvWorker, shared: &Shared, parent: &CancellationToken)
     let cancel = parent.child_token();
     let cfg = worker.cfg.clone();
     worker.follow(shared.heads.clone(), Arc::clone(&shared.heartbeat));
-    let handle = tokio::spawn(env_loop(worker, shared.clone(), cancel.clone()));
+    let (task_shared, task_cancel) = (shared.clone(), cancel.clone());
+    let handle = match super::leader::elector(&worker, shared) {
+        // With `ha:` the environment is reconciled only during this host's terms.
+        Some(elector) => tokio::spawn(super::leader::led_loop(
+            worker,
+            task_shared,
+            task_cancel,
+            elector,
+        )),
+        None => tokio::spawn(async move {
+            let never = CancellationToken::new();
+            env_loop(&mut worker, task_shared, task_cancel, never).await;
+        }),
+    };
     EnvTask {
         cfg,
         cancel,
@@ -77,8 +92,14 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// One environment's loop: a pass whenever something may need doing.
-async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: CancellationToken) {
+/// One environment's loop: a pass whenever something may need doing, until `cancel` (shutdown:
+/// the current step finishes) or `lost` (the term ended: the pass is dropped where it is).
+pub(super) async fn env_loop(
+    worker: &mut EnvWorker,
+    mut shared: Shared,
+    cancel: CancellationToken,
+    lost: CancellationToken,
+) {
     let env = worker.name().to_string();
     let mut changes = worker.live_changes();
     let mut failures = 0u32;
@@ -88,8 +109,9 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
         let buckets_at = worker.next_bucket_check();
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = lost.cancelled() => break,
             changed = shared.heads.changed() => if changed.is_err() { break },
-            _ = drift_hint(&worker, &mut changes) => {}
+            _ = drift_hint(worker, &mut changes) => {}
             _ = sleep_until(retry_at) => {}
             _ = sleep_until(buckets_at) => {}
             _ = tokio::time::sleep(shared.poll) => {}
@@ -98,11 +120,15 @@ async fn env_loop(mut worker: EnvWorker, mut shared: Shared, cancel: Cancellatio
             continue;
         };
         retry_at = None;
-        match worker.reconcile(&shared.mirror, head, &cancel).await {
+        let result = tokio::select! {
+            r = worker.reconcile(&shared.mirror, head, &cancel) => r,
+            _ = lost.cancelled() => break,
+        };
+        match result {
             Ok(step) => {
                 failures = 0;
                 sd::status(&format!("{env}: {}", describe(&step)));
-                notify_step(&shared, &worker, &mut tracker, &step).await;
+                notify_step(&shared, worker, &mut tracker, &step).await;
                 // A superseded commit: plan the newer head at once.
                 if matches!(
                     step,
@@ -177,6 +203,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         notifier,
         poll: config.repository.poll,
+        ha: config.ha.clone().map(|ha| (ha, config.instance())),
     };
     let tasks_cancel = shutdown.child_token();
     let tasks = spawn_all(&config, &shared, &tasks_cancel).await?;
@@ -443,6 +470,8 @@ async fn reload_config(
         shared.mirror = open_mirror(&new).await?;
     }
     shared.poll = new.repository.poll;
+    shared.ha = new.ha.clone().map(|ha| (ha, new.instance()));
+    let everything = everything || new.ha != old.ha;
     let changed: Vec<String> = tasks
         .iter()
         .filter(|(name, t)| everything || new.environment(name) != Some(&t.cfg))

@@ -153,6 +153,7 @@ impl EnvWorker {
             .copied()
             .filter(|m| kapply::is_bootstrap(m))
             .collect();
+        self.fence()?;
         let (_, mut failures) = kapply::apply_all(cluster, &bootstrap, concurrency, false).await;
         if failures.is_empty() {
             failures = kapply::dry_run_all(cluster, deferred, concurrency).await;

@@ -32,7 +32,7 @@ pub const OUTCOMES: &[&str] = &[
 ];
 
 /// Sides accepted as the `stage` label of `gitopsd_transient_retries_total`.
-pub const STAGES: &[&str] = &["git", "kubernetes", "s3", "setup", "shutdown"];
+pub const STAGES: &[&str] = &["git", "kubernetes", "s3", "setup", "shutdown", "ha"];
 
 /// Reasons accepted as the `reason` label of `gitopsd_untrusted_notes_total`.
 pub const UNTRUSTED: &[&str] = &["unsigned", "bad-signature", "unknown-key"];
@@ -135,6 +135,30 @@ pub struct Metrics {
     transient_retries: Family<StageLabels, Counter>,
     untrusted_notes: Family<ReasonLabels, Counter>,
     notifications: Family<NotifyLabels, Counter>,
+    ha: HaMetrics,
+}
+
+/// Leadership per environment (`ha:`).
+struct HaMetrics {
+    leader: Family<EnvLabels, Gauge>,
+    lease_transitions: Family<EnvLabels, Counter>,
+}
+
+fn register_ha(r: &mut Registry) -> HaMetrics {
+    HaMetrics {
+        leader: add(
+            r,
+            "leader",
+            "1 while this host holds the environment's Lease and may write, else 0",
+            None,
+        ),
+        lease_transitions: add(
+            r,
+            "lease_transitions",
+            "Terms this host began as the environment's leader",
+            None,
+        ),
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -239,6 +263,7 @@ impl Metrics {
                 None,
             ),
             notifications: notifications_family(&mut r),
+            ha: register_ha(&mut r),
             registry: r,
         })
     }
@@ -340,6 +365,20 @@ impl Metrics {
     }
 
     /// A notes push needed `retries` additional attempts.
+    /// Whether this host now leads `env` (and, when it starts leading, one more transition).
+    pub fn leader(&self, env: &str, leading: bool) {
+        self.ha
+            .leader
+            .get_or_create(&Self::env(env))
+            .set(i64::from(leading));
+        if leading {
+            self.ha
+                .lease_transitions
+                .get_or_create(&Self::env(env))
+                .inc();
+        }
+    }
+
     pub fn notes_push_retries(&self, retries: u64) {
         self.notes_push_retries.inc_by(retries);
     }

@@ -39,6 +39,7 @@ pub fn format_report(report: &serde_json::Value) -> String {
         let pending = v["pending"].as_array().map(Vec::len).unwrap_or(0);
         out.push_str(&format!("  pending: {pending} commits\n"));
         out.push_str(&format_live(&v["live"]));
+        out.push_str(&format_lease(&v["lease"]));
         if let Some(d) = v["last_drift"].as_object() {
             out.push_str(&format!(
                 "  last drift: {} objects at {} ({})\n",
@@ -53,6 +54,25 @@ pub fn format_report(report: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// `ha:` only: who leads the environment.
+fn format_lease(lease: &serde_json::Value) -> String {
+    let Some(l) = lease.as_object() else {
+        return String::new();
+    };
+    if let Some(e) = l.get("error").and_then(|e| e.as_str()) {
+        return format!("  lease: cannot read it: {e}\n");
+    }
+    let me = l.get("this_host").and_then(|h| h.as_str()).unwrap_or("");
+    match l.get("holder").and_then(|h| h.as_str()) {
+        Some(h) => format!(
+            "  lease: held by {h}{} ({} transitions)\n",
+            if h == me { " (this host)" } else { "" },
+            l.get("transitions").and_then(|t| t.as_i64()).unwrap_or(0)
+        ),
+        None => "  lease: free (the next candidate takes it)\n".to_string(),
+    }
 }
 
 fn format_live(live: &serde_json::Value) -> String {

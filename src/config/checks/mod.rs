@@ -44,6 +44,17 @@ impl HostConfig {
         if let Some(n) = &self.notifications {
             c.at("notifications", |c| n.check(c));
         }
+        if let Some(ha) = &self.ha {
+            ha.check(c);
+            for (i, env) in self.environments.iter().enumerate() {
+                if env.kubernetes.is_none() {
+                    c.problem_at(
+                        &format!("environments[{i}].kubernetes"),
+                        "required with ha: the environment's Lease lives in its cluster",
+                    );
+                }
+            }
+        }
         if let Some(p) = &self.previews {
             if let Err(e) = globset::Glob::new(&p.refs) {
                 c.problem_at("previews.refs", format!("invalid glob: {e}"));

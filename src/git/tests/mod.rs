@@ -605,6 +605,57 @@ fn pending_notes_survive_an_outage_and_are_pushed_later() {
     assert_eq!(m1.push_pending_notes().expect("idempotent"), 0);
 }
 
+/// An ended term's unpushed section is put back as the remote has it (the new leader's), so a
+/// later push cannot overwrite it; other pending sections stay pending and are pushed.
+#[test]
+fn rewriting_pending_notes_drops_one_sections_unpushed_edit() {
+    let f = Fixture::new();
+    f.write("a", "1");
+    let a = f.commit("a");
+    let old_leader = f.mirror("m1");
+    let new_leader = f.mirror("m2");
+    old_leader.fetch().expect("fetch");
+    new_leader.fetch().expect("fetch");
+    let away = f.root.join("remote.away");
+    std::fs::rename(&f.remote, &away).expect("take remote away");
+    old_leader
+        .update_note(a, &|old| set_section(old, "dev", "term: 1"))
+        .expect_err("remote is gone");
+    old_leader
+        .update_note(a, &|old| set_section(old, "prod", "term: 1"))
+        .expect_err("remote is gone");
+    std::fs::rename(&away, &f.remote).expect("bring remote back");
+    new_leader
+        .update_note(a, &|old| set_section(old, "dev", "term: 2"))
+        .expect("new leader pushes");
+    old_leader.fetch().expect("fetch");
+    // The old leader lost dev: its dev section goes back to the remote's.
+    let n = old_leader
+        .rewrite_pending_notes(&|theirs, ours| {
+            let keep = |t: &str| -> String {
+                t.split_inclusive('\n')
+                    .skip_while(|l| !l.starts_with("dev:"))
+                    .take(2)
+                    .collect()
+            };
+            let dev = keep(theirs.unwrap_or_default());
+            let without: String = ours.replace(&keep(ours), "");
+            format!("{without}{dev}")
+        })
+        .expect("rewrite");
+    assert_eq!(n, 1);
+    old_leader.push_pending_notes().expect("push");
+    let remote = remote_note(&f, a).expect("remote note");
+    assert!(remote.contains("dev:\n  term: 2\n"), "{remote}");
+    assert!(remote.contains("prod:\n  term: 1\n"), "{remote}");
+    assert_eq!(
+        old_leader
+            .rewrite_pending_notes(&|_, o| o.into())
+            .expect("none"),
+        0
+    );
+}
+
 #[test]
 fn watch_local_refs_notifies_on_push() {
     let f = Fixture::new();
