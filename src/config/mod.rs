@@ -22,6 +22,7 @@ mod ha;
 mod limits;
 mod notifications;
 mod trust;
+mod webhooks;
 
 pub use crate::schema::Problem;
 pub use bounds::{DecryptionConfig, DeniedKind};
@@ -31,6 +32,7 @@ pub use limits::LimitsConfig;
 pub use notifications::{
     AlertmanagerConfig, NotificationsConfig, WebhookConfig, WebhookFormat, read_headers,
 };
+pub use webhooks::{ReceiverSecrets, WebhookSecrets};
 
 /// Default notes ref for outcomes.
 pub const DEFAULT_NOTES_REF: &str = "refs/notes/gitopsd";
@@ -127,6 +129,12 @@ pub struct HostConfig {
     /// Several hosts share the environments; a Lease per environment picks the one that acts.
     #[serde(default)]
     pub ha: Option<HaConfig>,
+    /// Where push events are received (GitHub, GitLab, signed POSTs); none when unset. May be a
+    /// non-loopback address: every request must be signed with a secret from `webhook_secrets`.
+    #[serde(default)]
+    pub webhooks_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub webhook_secrets: WebhookSecrets,
 }
 
 /// `renderers:`: paths of the kustomize and helm binaries; unset ones are looked up on `PATH` at

@@ -20,6 +20,7 @@ mod health;
 pub mod http_check;
 mod leader;
 mod prepare;
+mod receiver;
 mod record;
 mod rollback;
 pub mod scheduler;

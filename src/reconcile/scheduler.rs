@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::daemon::{build_workers, fetch, open_mirror};
+use super::receiver;
 use super::source::git;
 use super::{EnvWorker, ReconcileError, Step, backoff};
 use crate::config::{EnvironmentConfig, HostConfig};
@@ -217,7 +218,9 @@ pub async fn run(
         watchdog_cancel.clone(),
     );
     let (trigger_tx, mut triggers) = mpsc::channel::<()>(1);
+    let receiver = receiver::start(&config, trigger_tx.clone(), &metrics, &shutdown).await?;
     let mut d = Fetcher {
+        receiver,
         _watcher: crate::git::watch_local_refs(&config.repository.url, trigger_tx.clone())
             .ok()
             .flatten(),
@@ -256,6 +259,9 @@ pub async fn run(
     }
     d.previews.0.cancel();
     let _ = d.previews.1.await;
+    if let Some(r) = d.receiver {
+        r.stop().await;
+    }
     watchdog_cancel.cancel();
     endpoints_cancel.cancel();
     let _ = endpoints.await;
@@ -317,6 +323,8 @@ struct Fetcher {
     /// Kept alive: it triggers a fetch when a local repository's refs change.
     _watcher: Option<::notify::RecommendedWatcher>,
     previews: (CancellationToken, JoinHandle<()>),
+    /// The push-event receiver (`webhooks_listen:`).
+    receiver: Option<receiver::Receiver>,
     readiness: Arc<Readiness>,
     /// The notification targets' tasks, rebuilt when a reload changes `notifications:`.
     delivery: Option<notify::Delivery>,
@@ -372,6 +380,15 @@ impl Fetcher {
                 .ok()
                 .flatten();
                 self.reload_notifications(&new_config).await;
+                self.receiver = receiver::reload(
+                    self.receiver.take(),
+                    &self.config,
+                    &new_config,
+                    self.trigger_tx.clone(),
+                    &self.shared.metrics,
+                    shutdown,
+                )
+                .await;
                 self.config = new_config;
                 self.previews.0.cancel();
                 let old =

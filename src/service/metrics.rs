@@ -44,6 +44,15 @@ pub const ACTIONS: &[&str] = &["create", "update", "delete"];
 /// `target` and `result` labels of `gitopsd_notifications_total`.
 pub const NOTIFY_TARGETS: &[&str] = &["alertmanager", "webhook"];
 pub const NOTIFY_RESULTS: &[&str] = &["sent", "failed", "dropped"];
+/// Label values of `gitopsd_webhook_requests_total`.
+pub const WEBHOOK_SOURCES: &[&str] = &["github", "gitlab", "generic", "unknown"];
+pub const WEBHOOK_RESULTS: &[&str] = &[
+    "accepted",
+    "ignored",
+    "unauthorized",
+    "not_found",
+    "too_large",
+];
 
 fn closed_set(value: &str, allowed: &[&'static str]) -> &'static str {
     allowed
@@ -80,6 +89,12 @@ struct ReasonLabels {
 struct ActionLabels {
     environment: String,
     action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    source: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,6 +151,7 @@ pub struct Metrics {
     untrusted_notes: Family<ReasonLabels, Counter>,
     notifications: Family<NotifyLabels, Counter>,
     ha: HaMetrics,
+    webhook_requests: Family<WebhookLabels, Counter>,
 }
 
 /// Leadership per environment (`ha:`).
@@ -264,6 +280,12 @@ impl Metrics {
             ),
             notifications: notifications_family(&mut r),
             ha: register_ha(&mut r),
+            webhook_requests: add(
+                &mut r,
+                "webhook_requests",
+                "Push-event requests received, by source and result (only accepted ones trigger a fetch)",
+                None,
+            ),
             registry: r,
         })
     }
@@ -360,6 +382,16 @@ impl Metrics {
             .get_or_create(&NotifyLabels {
                 target: closed_set(target, NOTIFY_TARGETS),
                 result: closed_set(result, NOTIFY_RESULTS),
+            })
+            .inc();
+    }
+
+    /// A push-event request from `source` ended with `result` (see [`WEBHOOK_RESULTS`]).
+    pub fn webhook_request(&self, source: &str, result: &str) {
+        self.webhook_requests
+            .get_or_create(&WebhookLabels {
+                source: closed_set(source, WEBHOOK_SOURCES),
+                result: closed_set(result, WEBHOOK_RESULTS),
             })
             .inc();
     }

@@ -6,7 +6,8 @@
 //! - [`Readiness`] and [`serve_endpoints`]: `/metrics`, `/healthz`, `/readyz` on a loopback socket;
 //! - [`sd`]: the systemd notify protocol (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`, …);
 //! - [`Heartbeat`] and [`spawn_watchdog`]: `WATCHDOG=1` only while the reconcile loop is alive;
-//! - [`Signal`] and [`spawn_signal_handler`]: SIGTERM/SIGINT/SIGHUP.
+//! - [`Signal`] and [`spawn_signal_handler`]: SIGTERM/SIGINT/SIGHUP;
+//! - [`serve_webhooks`]: the push-event receiver (signed GitHub, GitLab and generic events).
 //!
 //! All time is `tokio::time`, so tests can pause it.
 
@@ -15,11 +16,13 @@ mod metrics;
 pub mod sd;
 mod signals;
 mod watchdog;
+mod webhooks;
 
 pub use endpoints::{Readiness, serve_endpoints, serve_endpoints_on};
 pub use metrics::{ACTIONS, Metrics, OUTCOMES};
 pub use signals::{FORCED_EXIT_CODE, Signal, spawn_signal_handler};
 pub use watchdog::{Heartbeat, spawn_watchdog, spawn_watchdog_with};
+pub use webhooks::{MAX_BODY, Verdict, WebhookKeys, judge, serve_webhooks};
 
 use std::net::SocketAddr;
 
@@ -36,6 +39,13 @@ pub enum ServiceError {
     /// Binding the endpoint listener failed (address in use, permission, …).
     #[error("binding the metrics and health endpoints on {addr}")]
     Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding the webhook receiver failed.
+    #[error("binding the webhook receiver on {addr}")]
+    WebhookBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,

@@ -41,6 +41,7 @@ impl HostConfig {
             environment::check_all(&self.environments, c)
         });
         trust::check(self, c);
+        super::webhooks::check(self.webhooks_listen, &self.webhook_secrets, c);
         if let Some(n) = &self.notifications {
             c.at("notifications", |c| n.check(c));
         }
