@@ -253,15 +253,7 @@ pub async fn run(
         d.fetch().await;
     }
     sd::stopping();
-    stop_tasks(d.tasks, d.config.shutdown_grace).await;
-    if let Some(delivery) = d.delivery {
-        delivery.stop().await;
-    }
-    d.previews.0.cancel();
-    let _ = d.previews.1.await;
-    if let Some(r) = d.receiver {
-        r.stop().await;
-    }
+    d.stop().await;
     watchdog_cancel.cancel();
     endpoints_cancel.cancel();
     let _ = endpoints.await;
@@ -334,6 +326,20 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    /// Shutdown: the environment tasks finish their steps (within the grace period), then the
+    /// notifications, previews and the webhook receiver stop.
+    async fn stop(self) {
+        stop_tasks(self.tasks, self.config.shutdown_grace).await;
+        if let Some(delivery) = self.delivery {
+            delivery.stop().await;
+        }
+        self.previews.0.cancel();
+        let _ = self.previews.1.await;
+        if let Some(r) = self.receiver {
+            r.stop().await;
+        }
+    }
+
     /// Fetches, publishes a new head, and pushes notes that are still pending.
     async fn fetch(&mut self) {
         let poll = self.config.repository.poll;

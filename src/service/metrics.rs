@@ -202,6 +202,15 @@ fn notifications_family(r: &mut Registry) -> Family<NotifyLabels, Counter> {
     )
 }
 
+fn webhook_family(r: &mut Registry) -> Family<WebhookLabels, Counter> {
+    add(
+        r,
+        "webhook_requests",
+        "Push-event requests received, by source and result (only accepted ones trigger a fetch)",
+        None,
+    )
+}
+
 impl Metrics {
     /// Creates and registers every metric, all with the `gitopsd_` prefix.
     pub fn new() -> Arc<Metrics> {
@@ -280,12 +289,7 @@ impl Metrics {
             ),
             notifications: notifications_family(&mut r),
             ha: register_ha(&mut r),
-            webhook_requests: add(
-                &mut r,
-                "webhook_requests",
-                "Push-event requests received, by source and result (only accepted ones trigger a fetch)",
-                None,
-            ),
+            webhook_requests: webhook_family(&mut r),
             registry: r,
         })
     }
