@@ -369,29 +369,21 @@ async fn apply_phases(
     let mut done = Vec::new();
     let phases = by_phase(cluster, objects).await;
     for (index, phase) in phases.iter().enumerate() {
-        if phase.is_empty() {
-            continue;
-        }
-        if creating {
-            let refused = refuse_existing(cluster, phase).await;
-            if !refused.is_empty() {
-                return (done, refused);
+        // Without a dry-run before, a binding must not race the Role it binds: the apiserver
+        // reads that Role to check for escalation. So a creating pass sends a phase's Roles and
+        // ClusterRoles first (a validated pass dry-ran the bindings after its bootstrap).
+        let (roles, rest): (Vec<&Manifest>, Vec<&Manifest>) = if creating {
+            phase.iter().partition(|m| is_role(&m.key))
+        } else {
+            (Vec::new(), phase.clone())
+        };
+        for part in [roles, rest] {
+            let failures = send_part(cluster, &part, concurrency, force, creating, &mut done).await;
+            if !failures.is_empty() {
+                return (done, failures);
             }
         }
-        let pending: Vec<_> = phase.iter().map(|m| apply_one(cluster, m, force)).collect();
-        let results = at_most(pending, concurrency).await;
-        let mut failures = Vec::new();
-        for (m, result) in results {
-            match result {
-                Ok(a) => done.push(a),
-                Err(e) => failures.push(ObjectFailure::new(m, e)),
-            }
-        }
-        if !failures.is_empty() {
-            failures.sort_by(|a, b| a.key.cmp(&b.key));
-            return (done, failures);
-        }
-        if index == 0 {
+        if index == 0 && !phase.is_empty() {
             let crds: Vec<String> = phase.iter().map(|m| m.key.name.clone()).collect();
             if let Err(e) = cluster.wait_established(&crds, CRD_ESTABLISH_TIMEOUT).await {
                 let failures = phase
@@ -403,6 +395,37 @@ async fn apply_phases(
         }
     }
     (done, Vec::new())
+}
+
+/// Sends `part` of a phase (refusing existing objects first when `creating`); what was applied
+/// goes to `done`, the failures are returned sorted.
+async fn send_part(
+    cluster: &Cluster,
+    part: &[&Manifest],
+    concurrency: usize,
+    force: bool,
+    creating: bool,
+    done: &mut Vec<Applied>,
+) -> Vec<ObjectFailure> {
+    if part.is_empty() {
+        return Vec::new();
+    }
+    if creating {
+        let refused = refuse_existing(cluster, part).await;
+        if !refused.is_empty() {
+            return refused;
+        }
+    }
+    let pending: Vec<_> = part.iter().map(|m| apply_one(cluster, m, force)).collect();
+    let mut failures = Vec::new();
+    for (m, result) in at_most(pending, concurrency).await {
+        match result {
+            Ok(a) => done.push(a),
+            Err(e) => failures.push(ObjectFailure::new(m, e)),
+        }
+    }
+    failures.sort_by(|a, b| a.key.cmp(&b.key));
+    failures
 }
 
 fn clone_timeout(e: &KubeError) -> KubeError {
