@@ -67,7 +67,9 @@ async fn by_phase<'a>(cluster: &Cluster, objects: &[&'a Manifest]) -> [Vec<&'a M
 
 /// Runs `pending` with at most `concurrency` at once; the results in the order they finish.
 /// (Callers build the futures first: a stream holding a closure over borrowed manifests is not
-/// `Send` for the task that runs it, rust-lang/rust#102211.)
+/// `Send` for the task that runs it, rust-lang/rust#102211.) A future not started yet is as large
+/// as its largest state, so each one boxes its request: 10,000 unboxed request futures (about
+/// 2 KB each) were the largest allocation of a first apply.
 async fn at_most<F: std::future::Future>(pending: Vec<F>, concurrency: usize) -> Vec<F::Output> {
     futures::stream::iter(pending)
         .buffer_unordered(concurrency.max(1))
@@ -99,7 +101,7 @@ async fn dry_run_existing<'a>(
     cluster: &Cluster,
     m: &'a Manifest,
 ) -> (&'a Manifest, Result<bool, KubeError>) {
-    let existed = cluster.dry_run(m).await.map(|answer| {
+    let existed = Box::pin(cluster.dry_run(m)).await.map(|answer| {
         answer
             .metadata
             .resource_version
@@ -207,7 +209,7 @@ pub async fn not_owned_existing<'a>(
 ) -> Vec<ObjectFailure> {
     // Closures annotated with `'a`: futures holding them must be `Send` (rust-lang/rust#102211).
     failures_of(objects, concurrency, |m: &'a Manifest| async move {
-        match cluster.get(m).await {
+        match Box::pin(cluster.get(m)).await {
             Ok(Some(live)) if !cluster.owns(&live) => Some(not_owned(cluster, m)),
             // Not there, ours, or of a kind this commit's CRDs bring: nothing to take over.
             Ok(_) | Err(KubeError::UnknownKind { .. }) => None,
@@ -252,8 +254,7 @@ pub async fn dry_run_all<'a>(
     concurrency: usize,
 ) -> Vec<ObjectFailure> {
     failures_of(objects, concurrency, |m: &'a Manifest| async move {
-        cluster
-            .dry_run(m)
+        Box::pin(cluster.dry_run(m))
             .await
             .err()
             .map(|e| ObjectFailure::new(m, e))
@@ -312,9 +313,9 @@ async fn apply_one<'a>(
     force: bool,
 ) -> (&'a Manifest, Result<Applied, KubeError>) {
     let answer = if force {
-        cluster.apply_forced(m).await
+        Box::pin(cluster.apply_forced(m)).await
     } else {
-        cluster.apply(m).await
+        Box::pin(cluster.apply(m)).await
     };
     (m, answer.map(|a| applied(m, &a)))
 }
@@ -448,7 +449,7 @@ async fn delete_one<'a>(
     cluster: &Cluster,
     m: &'a Manifest,
 ) -> (&'a Manifest, Result<DeleteOutcome, KubeError>) {
-    (m, cluster.delete(m).await)
+    (m, Box::pin(cluster.delete(m)).await)
 }
 
 /// Deletes objects in reverse dependency order; only objects gitopsd owns are touched.
