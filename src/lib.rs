@@ -28,7 +28,8 @@
 //! - `ha` (shell): with `ha:`, a Lease per environment in its cluster picks the one host that
 //!   reconciles it; the term of leadership fences applies and note pushes.
 //! - `preview`: the same flow without applying, for a pull request: Markdown or JSON.
-//! - `service` (shell): systemd notify and watchdog, signals, metrics and health endpoints.
+//! - `service` (shell): systemd notify and watchdog, signals, metrics and health endpoints, and
+//!   the push-event receiver (signed GitHub, GitLab and generic webhooks trigger a fetch).
 //!
 //! Pure modules (`manifest`, `plan`, `status`, the preview's report) never do I/O; the effects
 //! (`git`, `render`'s sandbox, `k8s`, `s3`) are the only ones that touch the outside world.

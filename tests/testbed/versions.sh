@@ -13,3 +13,8 @@ FLUX_VERSION=v1.9.6           # github.com/fluxcd/{source,kustomize}-controller 
 ALERTMANAGER_VERSION=v0.35.0  # github.com/prometheus/alertmanager (cmd/alertmanager: the notifications' peer)
 MOTO_VERSION=5.1.22          # PyPI moto[server] (primary S3 server); 5.2.x breaks GetBucketVersioning for aws-sdk-rust
 TESTBED_CACHE="${GITOPSD_TESTBED_CACHE:-$HOME/.cache/gitopsd-testbed}"
+# The Debian root filesystem tests/systemd-boot boots (tests/testbed/rootfs). Bump the version when
+# the package list changes: it is the cache key.
+DEBIAN_ROOTFS_SUITE=bookworm
+DEBIAN_ROOTFS_VERSION=2
+DEBIAN_ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,procps,libssl3,zlib1g,ca-certificates
