@@ -88,10 +88,31 @@ enum Command {
     Preview(gitopsd::preview::PreviewArgs),
 }
 
+/// Under systemd, events go to the journal natively: fields are journal fields (`GITOPSD_ENV`,
+/// `GITOPSD_COMMIT`, ...; `journalctl -u gitopsd GITOPSD_ENV=prod`) and levels are priorities.
+/// Elsewhere: JSON lines on stderr, or text on a terminal.
 fn init_logging() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(gitopsd::config::log_filter())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_new(gitopsd::config::log_filter())
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if gitopsd::config::stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                let journal = journal.with_field_prefix(Some("GITOPSD".to_string()));
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journal)
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("gitopsd: cannot open the journal socket ({e}); logging to stderr"),
+        }
+    }
+    let filter = filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -390,6 +390,27 @@ pub fn log_filter() -> String {
         .unwrap_or_else(|_| "info,kube_client::client::builder=off".to_string())
 }
 
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to the device and inode of the
+/// stream it connected (systemd.exec(5)). Compared with stderr's own, because a child that
+/// inherited the variable may write somewhere else.
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+}
+
 /// Replaces `${NAME}` with the environment variable's value, outside comment lines. Unset
 /// variables are problems.
 fn expand_env(text: &str, problems: &mut Vec<Problem>) -> String {
