@@ -27,21 +27,23 @@ struct Args {
     concurrency: usize,
 }
 
-fn args() -> anyhow::Result<Args> {
-    // cargo passes `--bench` to a bench binary.
-    let a: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+/// The arguments, or `None` when run by `cargo test` (cargo passes `--bench` only to a
+/// benchmark run): it is built and linted with the tests, and measures only when asked.
+fn args() -> anyhow::Result<Option<Args>> {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if !all.iter().any(|a| a == "--bench") {
+        return Ok(None);
+    }
+    let a: Vec<String> = all.into_iter().filter(|a| a != "--bench").collect();
     let [prefix, objects, namespaces, concurrency] = a.as_slice() else {
         bail!("usage: bare_client PREFIX OBJECTS NAMESPACES CONCURRENCY");
     };
-    Ok(Args {
+    Ok(Some(Args {
         prefix: prefix.clone(),
         objects: objects.parse().context("OBJECTS")?,
         namespaces: namespaces.parse().context("NAMESPACES")?,
         concurrency: concurrency.parse().context("CONCURRENCY")?,
-    })
+    }))
 }
 
 /// `metadata` with gitopsd's ownership marks, as `k8s::desired_body` adds them.
@@ -88,7 +90,12 @@ async fn apply_all(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = args()?;
+    let Some(a) = args()? else {
+        println!(
+            "bare_client: a benchmark, run by tests/bench/flux (cargo bench --bench bare_client -- ...)"
+        );
+        return Ok(());
+    };
     let config = kube::Config::infer().await.context("kubeconfig")?;
     let client = kube::Client::try_from(config).context("client")?;
     let env = a.prefix.clone();
