@@ -152,14 +152,7 @@ impl Elector {
         instance: &str,
         metrics: Option<Arc<Metrics>>,
     ) -> Elector {
-        let name = lease::lease_name(instance, env);
-        let lease = LeaseClient::new(
-            client,
-            &ha.lease_namespace,
-            &name,
-            &ha.identity(),
-            ha.lease_duration,
-        );
+        let lease = lease_client(client, ha, instance, env);
         Self::with_lease(env, lease, ha.lease_duration, metrics)
     }
 
@@ -334,6 +327,23 @@ impl Elector {
     }
 }
 
+/// The client of `env`'s Lease for this instance, as `ha:` configures it.
+fn lease_client(
+    client: kube::Client,
+    ha: &crate::config::HaConfig,
+    instance: &str,
+    env: &str,
+) -> LeaseClient {
+    let name = lease::lease_name(instance, env);
+    LeaseClient::new(
+        client,
+        &ha.lease_namespace,
+        &name,
+        &ha.identity(),
+        ha.lease_duration,
+    )
+}
+
 /// `env`'s Lease as its cluster has it now, for `gitopsd status`: holder (or null when free),
 /// transitions and renewTime, or why it cannot be read.
 pub async fn lease_status(
@@ -343,13 +353,7 @@ pub async fn lease_status(
     env: &str,
 ) -> serde_json::Value {
     let name = lease::lease_name(instance, env);
-    let lease = LeaseClient::new(
-        client,
-        &ha.lease_namespace,
-        &name,
-        &ha.identity(),
-        ha.lease_duration,
-    );
+    let lease = lease_client(client, ha, instance, env);
     match lease.read().await {
         Ok(Some(l)) => {
             let seen = lease::seen(&l);

@@ -331,8 +331,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_rejection_opens_one_alert_with_the_first_error_and_a_good_commit_resolves_it() {
+    /// An environment whose last pass converged on `GOOD`.
+    fn converged_on_good() -> EnvState {
         let mut s = EnvState::default();
         s.observe(
             "dev",
@@ -341,6 +341,12 @@ mod tests {
             },
             None,
         );
+        s
+    }
+
+    #[test]
+    fn a_rejection_opens_one_alert_with_the_first_error_and_a_good_commit_resolves_it() {
+        let mut s = converged_on_good();
         let step = recorded(BAD, Outcome::Rejected);
         assert!(s.needs_record(&step));
         let c = s.observe("dev", &step, Some(&rejected_record()));
@@ -419,14 +425,7 @@ mod tests {
 
     #[test]
     fn a_pin_without_a_problem_outcome_is_its_own_alert() {
-        let mut s = EnvState::default();
-        s.observe(
-            "dev",
-            &Step::Converged {
-                commit: GOOD.into(),
-            },
-            None,
-        );
+        let mut s = converged_on_good();
         let healthy = Record::new(Outcome::Healthy, None, "t".into());
         let pinned = Step::Pinned {
             commit: BAD.into(),
@@ -439,14 +438,7 @@ mod tests {
 
     #[test]
     fn drift_adds_an_alert_kept_through_a_rejection_and_resolved_by_a_clean_pass() {
-        let mut s = EnvState::default();
-        s.observe(
-            "dev",
-            &Step::Converged {
-                commit: GOOD.into(),
-            },
-            None,
-        );
+        let mut s = converged_on_good();
         let drift = Step::Drift {
             commit: GOOD.into(),
             objects: 2,
@@ -485,14 +477,7 @@ mod tests {
 
     #[test]
     fn a_new_bad_commit_replaces_the_alert_and_superseded_changes_nothing() {
-        let mut s = EnvState::default();
-        s.observe(
-            "dev",
-            &Step::Converged {
-                commit: GOOD.into(),
-            },
-            None,
-        );
+        let mut s = converged_on_good();
         s.observe("dev", &recorded(BAD, Outcome::Unhealthy), None);
         assert!(
             s.observe("dev", &recorded(GOOD, Outcome::Superseded), None)
@@ -514,14 +499,7 @@ mod tests {
 
     #[test]
     fn a_reset_makes_the_next_step_restore_the_state() {
-        let mut s = EnvState::default();
-        s.observe(
-            "dev",
-            &Step::Converged {
-                commit: GOOD.into(),
-            },
-            None,
-        );
+        let mut s = converged_on_good();
         s.observe("dev", &recorded(BAD, Outcome::Rejected), None);
         s.reset();
         let pinned = Step::Pinned {
