@@ -18,15 +18,12 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(f: &Fixture) -> Option<Daemon> {
-    if !Path::new("/usr/lib/git-core/git-daemon").exists() {
-        eprintln!("git-daemon not installed, skipping");
-        return None;
-    }
+/// Starts git-daemon (in Debian's `git` package, which tests/testbed/deps installs) on a free port.
+fn start_daemon(f: &Fixture) -> Daemon {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .ok()?;
+        .expect("a free port");
     // Run git-daemon itself: `git daemon` forks it, and killing the wrapper would leave the
     // server running.
     let child = Command::new("/usr/lib/git-core/git-daemon")
@@ -44,17 +41,19 @@ fn start_daemon(f: &Fixture) -> Option<Daemon> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .ok()?;
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Daemon {
-                child,
-                url: format!("git://127.0.0.1:{port}/remote.git"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        .expect("git-daemon (Debian package git)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git-daemon not listening on {port} after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    None
+    Daemon {
+        child,
+        url: format!("git://127.0.0.1:{port}/remote.git"),
+    }
 }
 
 #[test]
@@ -62,9 +61,7 @@ fn notes_race_and_outage_over_git_protocol() {
     let f = Fixture::new();
     f.write("a", "1");
     let a = f.commit("a");
-    let Some(daemon) = start_daemon(&f) else {
-        return;
-    };
+    let daemon = start_daemon(&f);
     let mut o = f.opts();
     o.url = daemon.url.clone();
     let m1 = Arc::new(Mirror::open(&f.root.join("m1"), o.clone()).expect("open"));
@@ -96,9 +93,7 @@ fn notes_race_and_outage_over_git_protocol() {
     assert!(e.is_transient());
     m1.update_note(a, &|old| set_section(old, "dev", "round: offline"))
         .expect_err("daemon is down");
-    let Some(daemon) = start_daemon(&f) else {
-        return;
-    };
+    let daemon = start_daemon(&f);
     let mut o2 = o.clone();
     o2.url = daemon.url.clone();
     let m3 = Mirror::open(&f.root.join("m1"), o2).expect("reopen with new port");
@@ -133,9 +128,7 @@ fn server_side_push_rejection_is_detected_and_retried() {
     )
     .expect("hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let Some(daemon) = start_daemon(&f) else {
-        return;
-    };
+    let daemon = start_daemon(&f);
     let mut o = f.opts();
     o.url = daemon.url.clone();
     let m = Mirror::open(&f.root.join("m"), o).expect("open");
