@@ -14,7 +14,7 @@ use support::notify::NotifySocket;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -29,6 +29,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
+use support::flip_server;
 use support::gitopsd::{
     Daemon, Env, Fixture, Gitopsd, Transport, WorkRepo, audit_writes, configmap, configmap_data,
     deployment, json_lines,
@@ -846,35 +847,6 @@ async fn sigterm_during_an_unhealthy_rollout_exits_in_grace_and_restart_converge
     // A second restart changes nothing: c2 is pinned, c1 stays in place.
     let again = f.once().await;
     assert_eq!(f.record(&c2), Some(r), "{again}");
-}
-
-/// A tiny HTTP server on a thread: answers `status` (503 until the test flips it), counts requests.
-fn flip_server(status: Arc<AtomicU16>, hits: Arc<AtomicUsize>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            hits.fetch_add(1, Ordering::SeqCst);
-            let code = status.load(Ordering::SeqCst);
-            let body = if code == 200 { "ok" } else { "starting" };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}/healthz")
 }
 
 /// SIGTERM while the health check still waits for a service that would have come up: the

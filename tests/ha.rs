@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use gitopsd::status::Outcome;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Api;
+use support::flip_server;
 use support::gitopsd::{
     AuditEvent, Daemon, Env, Gitopsd, Transport, WorkRepo, audit_writes, configmap, wait_daemon,
 };
@@ -208,34 +208,6 @@ fn leader_of<'a>(a: &'a Daemon, b: &'a Daemon) -> (bool, bool) {
     )
 }
 
-/// A tiny HTTP health endpoint on a thread: answers `status` (503 until the test flips it).
-fn flip_server(status: Arc<AtomicU16>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let code = status.load(Ordering::SeqCst);
-            let body = if code == 200 { "ok" } else { "starting" };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}/healthz")
-}
-
 /// A TCP proxy to `target`. While partitioned it forwards nothing: open connections stall
 /// (their bytes are never passed on, and they are closed on healing), new ones are held
 /// unanswered, as a real network partition looks to both sides.
@@ -351,7 +323,7 @@ async fn kill_9_of_the_leader_mid_apply_the_standby_finishes() {
         return;
     }
     let status = Arc::new(AtomicU16::new(200));
-    let url = flip_server(Arc::clone(&status));
+    let url = flip_server(Arc::clone(&status), Arc::default());
     let p = Pair::new("ha-kill", None, |e| e.http_checks = vec![url.clone()]).await;
     let c1 = p.push("1");
     let mut a = p.a.gitopsd.spawn_run();

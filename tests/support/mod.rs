@@ -11,8 +11,8 @@ pub mod notify;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Values exported by target/testbed/env.sh.
@@ -518,4 +518,34 @@ pub async fn bucket_tags(sdk: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<Str
             BTreeMap::new()
         }
     }
+}
+
+/// A tiny HTTP server on a thread: answers `status` (503 until the test flips it), counts requests.
+pub fn flip_server(status: Arc<AtomicU16>, hits: Arc<AtomicUsize>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            hits.fetch_add(1, Ordering::SeqCst);
+            let code = status.load(Ordering::SeqCst);
+            let body = if code == 200 { "ok" } else { "starting" };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/healthz")
 }
