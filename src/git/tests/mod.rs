@@ -101,8 +101,9 @@ fn mirror_is_send_and_sync() {
     check::<Mirror>();
 }
 
-#[test]
-fn fetch_and_read_tree() {
+/// A repository with two commits (c1: blobs, an executable and a symlink under environments/;
+/// c2: adds README), fetched into a fresh mirror.
+fn tree_fixture() -> (Fixture, Mirror, Oid, Oid) {
     let f = Fixture::new();
     f.write("environments/dev/b.yaml", "b: 1\n");
     f.write("environments/dev/a.yaml", "a: 1\n");
@@ -119,12 +120,16 @@ fn fetch_and_read_tree() {
     let c1 = f.commit("first");
     f.write("README", "hi\n");
     let c2 = f.commit("second\n\nbody");
-
     let m = f.mirror("mirror");
     assert!(matches!(m.branch_head(), Err(GitError::MissingRef { .. })));
     assert_eq!(m.fetch().expect("fetch"), c2);
     assert_eq!(m.branch_head().expect("head"), c2);
+    (f, m, c1, c2)
+}
 
+#[test]
+fn fetch_and_list_files() {
+    let (_f, m, _c1, c2) = tree_fixture();
     let files = m.list_files(c2, "environments/dev").expect("list");
     let summary: Vec<(&str, FileKind)> = files.iter().map(|f| (f.path.as_str(), f.kind)).collect();
     assert_eq!(
@@ -148,7 +153,11 @@ fn fetch_and_read_tree() {
             .is_empty()
     );
     assert!(m.list_files(c2, "README").expect("file as dir").is_empty());
+}
 
+#[test]
+fn read_blobs_resolve_revisions_and_commit_info() {
+    let (_f, m, c1, c2) = tree_fixture();
     assert_eq!(
         m.read_blob(c2, "environments/dev/sub/c.yaml")
             .expect("read"),
@@ -173,7 +182,11 @@ fn fetch_and_read_tree() {
     assert_eq!(info.summary, "second");
     assert_eq!(info.author, "Alice <alice@example.com>");
     assert!(info.time > 1_600_000_000);
+}
 
+#[test]
+fn ancestry_and_commits_between() {
+    let (f, m, c1, c2) = tree_fixture();
     assert!(m.is_ancestor(c1, c2).expect("anc"));
     assert!(m.is_ancestor(c2, c2).expect("anc"));
     assert!(!m.is_ancestor(c2, c1).expect("anc"));
@@ -181,26 +194,17 @@ fn fetch_and_read_tree() {
     let c3 = f.commit("third");
     let c4 = f.commit("fourth");
     assert_eq!(m.fetch().expect("fetch"), c4);
-    let between: Vec<Oid> = m
-        .commits_between(Some(c1), c4, 10)
-        .expect("between")
-        .iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(between, vec![c2, c3, c4]);
-    let limited: Vec<Oid> = m
-        .commits_between(Some(c1), c4, 2)
-        .expect("between")
-        .iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(limited, vec![c3, c4]);
-    assert_eq!(m.commits_between(None, c4, 100).expect("all").len(), 4);
-    assert!(
-        m.commits_between(Some(c4), c4, 100)
-            .expect("none")
-            .is_empty()
-    );
+    let ids = |from, limit| -> Vec<Oid> {
+        m.commits_between(from, c4, limit)
+            .expect("between")
+            .iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(ids(Some(c1), 10), vec![c2, c3, c4]);
+    assert_eq!(ids(Some(c1), 2), vec![c3, c4]);
+    assert_eq!(ids(None, 100).len(), 4);
+    assert!(ids(Some(c4), 100).is_empty());
 }
 
 #[test]

@@ -38,6 +38,15 @@ pub(super) fn remote_note(f: &Fixture, commit: Oid) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Adds a note to `commit` with the git CLI in the work tree and pushes it, as a human would.
+fn cli_note(f: &Fixture, commit: Oid, text: &str) {
+    let notes = "refs/notes/gitopsd:refs/notes/gitopsd";
+    git(&f.work, &["fetch", "-q", "origin", notes]);
+    let id = commit.to_string();
+    git(&f.work, &["notes", "--ref=gitopsd", "add", "-m", text, &id]);
+    git(&f.work, &["push", "-q", "origin", notes]);
+}
+
 #[test]
 fn notes_are_written_pushed_and_read() {
     let f = Fixture::new();
@@ -93,35 +102,7 @@ fn notes_are_written_pushed_and_read() {
         Some("dev:\n  outcome: rejected\n")
     );
     let c = f.commit("c");
-    git(
-        &f.work,
-        &[
-            "fetch",
-            "-q",
-            "origin",
-            "refs/notes/gitopsd:refs/notes/gitopsd",
-        ],
-    );
-    git(
-        &f.work,
-        &[
-            "notes",
-            "--ref=gitopsd",
-            "add",
-            "-m",
-            "human: hello",
-            &c.to_string(),
-        ],
-    );
-    git(
-        &f.work,
-        &[
-            "push",
-            "-q",
-            "origin",
-            "refs/notes/gitopsd:refs/notes/gitopsd",
-        ],
-    );
+    cli_note(&f, c, "human: hello");
     m.update_note(b, &|old| set_section(old, "prod", "outcome: healthy"))
         .expect("update after foreign push");
     assert_eq!(remote_note(&f, c).as_deref(), Some("human: hello\n"));
